@@ -1,0 +1,139 @@
+"""The `edgecls` command line.
+
+Device commands (classify, info, models, bench) need only numpy, Pillow and a TFLite
+interpreter. Workstation commands (train, evaluate, convert, demo) import TensorFlow inside
+the command, never at import time, so `edgecls --help` stays fast on a Raspberry Pi.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from enum import Enum
+from pathlib import Path
+from typing import List, Optional
+
+import typer
+
+from edgecls import __version__
+from edgecls.cli_support import handle_errors
+from edgecls.errors import EXIT_ERROR, EXIT_OK, EXIT_PARTIAL, EdgeclsError
+
+app = typer.Typer(
+    name="edgecls",
+    help="Train a cancer-cell image classifier, quantize it to int8 with a parity gate, "
+    "and run it fast on a phone or a Raspberry Pi.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+
+class OutputFormat(str, Enum):
+    table = "table"
+    json = "json"
+    csv = "csv"
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"edgecls {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: bool = typer.Option(False, "--version", callback=_version, is_eager=True, help="Print the version."),
+) -> None:
+    pass
+
+
+@app.command()
+@handle_errors
+def classify(
+    inputs: List[Path] = typer.Argument(..., help="Image files and/or folders (walked recursively).", show_default=False),
+    model: str = typer.Option(..., "--model", "-m", help="A .tflite file, or a built-in model name (see `edgecls models`)."),
+    output_format: OutputFormat = typer.Option(OutputFormat.table, "--format", "-f", help="table, json (one array) or csv."),
+    output: Optional[Path] = typer.Option(None, "--output", "-o", help="Write json/csv here (atomically) instead of stdout."),
+    top_k: int = typer.Option(3, "--top-k", "-k", min=1, help="How many labels to report per image."),
+    threads: Optional[int] = typer.Option(None, "--threads", "-t", min=1, help="Interpreter threads [default: min(4, cores)]."),
+    workers: Optional[int] = typer.Option(None, "--workers", min=1, help="Image decode threads [default: min(4, cores)]."),
+) -> None:
+    """Classify images with a .tflite model. Exit 0: all classified; 1: some images failed; 2: nothing could run."""
+    from edgecls.edge_runtime.batch import classify_paths, collect_images
+    from edgecls.edge_runtime.builtin import resolve_model
+    from edgecls.edge_runtime.classifier import TFLiteClassifier
+    from edgecls.report_format import progress, write_records
+
+    classifier = TFLiteClassifier(resolve_model(model), num_threads=threads)
+    paths = collect_images(inputs)
+    results = []
+    with progress(len(paths), "classifying") as advance:
+        for result in classify_paths(classifier, paths, top_k=top_k, workers=workers):
+            results.append(result)
+            if result.error:
+                typer.echo(f"edgecls: skipped {result.error}", err=True)
+            advance()
+    ok = [r for r in results if r.error is None]
+    write_records(results, output_format.value, output)
+    failed = len(results) - len(ok)
+    if failed:
+        typer.echo(f"edgecls: {failed} of {len(results)} images could not be classified", err=True)
+        raise typer.Exit(EXIT_ERROR if not ok else EXIT_PARTIAL)
+
+
+@app.command()
+@handle_errors
+def info(
+    model: str = typer.Argument(..., help="A .tflite file or a built-in model name."),
+    as_json: bool = typer.Option(False, "--json", help="Print JSON instead of text."),
+) -> None:
+    """Show a model's labels, input, normalisation, provenance, tensors and file size."""
+    from edgecls.edge_runtime.builtin import resolve_model
+    from edgecls.edge_runtime.classifier import TFLiteClassifier
+    from edgecls.report_format import print_model_info
+
+    description = TFLiteClassifier(resolve_model(model)).describe()
+    if as_json:
+        typer.echo(json.dumps(description, indent=2))
+    else:
+        print_model_info(description)
+
+
+@app.command()
+@handle_errors
+def models() -> None:
+    """List the models built into this installation."""
+    from edgecls.edge_runtime.builtin import builtin_models
+    from edgecls.edge_runtime.metadata import read_metadata
+
+    found = builtin_models()
+    if not found:
+        typer.echo("no built-in models are installed")
+        return
+    for name, path in found.items():
+        meta = read_metadata(path.read_bytes())
+        detail = f"{len(meta.labels)} classes, {meta.input_size[0]}x{meta.input_size[1]}, {meta.quantization}" if meta else ""
+        typer.echo(f"{name:<12} {path.stat().st_size / 1024:7.1f} KB  {detail}")
+
+
+def _register_workstation_commands() -> None:
+    # Each module imports TensorFlow inside its command functions only.
+    from edgecls.bench_command import bench
+    from edgecls.convert.command import convert
+    from edgecls.demo import demo
+    from edgecls.train.command import evaluate, train
+
+    for command in (bench, train, evaluate, convert, demo):
+        app.command()(handle_errors(command))
+
+
+_register_workstation_commands()
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,1 @@
+"""Workstation half of edgecls (needs `pip install edgecls[train]`)."""

@@ -1,0 +1,207 @@
+"""Run a TFLite image classifier on uint8 images: quantize in, dequantize out, top-k labels."""
+
+from __future__ import annotations
+
+import os
+import time
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from edgecls.edge_runtime.interpreter import make_interpreter
+from edgecls.edge_runtime.metadata import ModelMetadata, is_tflite, read_metadata
+from edgecls.errors import EdgeclsError
+
+_SUPPORTED_INPUT_TYPES = (np.float32, np.int8, np.uint8)
+
+
+@dataclass
+class Prediction:
+    label: str
+    probability: float
+    top_k: list[tuple[str, float]]
+    probabilities: np.ndarray = field(repr=False)
+    latency_ms: float = 0.0
+
+
+def default_threads() -> int:
+    # XNNPACK scales to about 4 threads for models this small; more only adds contention.
+    return max(1, min(4, os.cpu_count() or 1))
+
+
+class TFLiteClassifier:
+    """An image classifier in one `.tflite` file, with labels and normalisation from its metadata."""
+
+    def __init__(self, model: str | os.PathLike | bytes, num_threads: int | None = None):
+        if isinstance(model, (bytes, bytearray)):
+            self.path: Path | None = None
+            model_bytes = bytes(model)
+        else:
+            self.path = Path(model)
+            model_bytes = _read_model_file(self.path)
+        if not is_tflite(model_bytes):
+            raise EdgeclsError(f"{self.path or 'model'}: not a TFLite model (no TFL3 identifier)")
+        self.file_size = len(model_bytes)
+        self.num_threads = num_threads or default_threads()
+        self.interpreter, self.interpreter_package = make_interpreter(model_bytes, self.num_threads)
+        self._check_signature()
+        stored = read_metadata(model_bytes)
+        self.has_metadata = stored is not None
+        self.metadata = stored or self._default_metadata()
+        if stored is None:
+            warnings.warn(
+                f"{self.path or 'model'} has no edgecls metadata: labels are class indices and "
+                "inputs are scaled to 0..1",
+                stacklevel=2,
+            )
+        self._validate_metadata()
+        self._input_lut = self._make_input_lut()
+
+    # -- model inspection -------------------------------------------------------------
+    def _check_signature(self) -> None:
+        inputs = self.interpreter.get_input_details()
+        outputs = self.interpreter.get_output_details()
+        if len(inputs) != 1 or len(outputs) != 1:
+            raise EdgeclsError(
+                f"expected an image classifier with 1 input and 1 output, got {len(inputs)} and {len(outputs)}"
+            )
+        self.input_details, self.output_details = inputs[0], outputs[0]
+        shape = tuple(int(d) for d in self.input_details["shape"])
+        if len(shape) != 4 or shape[3] not in (1, 3):
+            raise EdgeclsError(f"expected an image input of shape [1, H, W, 1 or 3], got {list(shape)}")
+        if self.input_details["dtype"] not in _SUPPORTED_INPUT_TYPES:
+            raise EdgeclsError(f"unsupported input type {np.dtype(self.input_details['dtype']).name}")
+        out_shape = tuple(int(d) for d in self.output_details["shape"])
+        if len(out_shape) != 2 or out_shape[1] < 2:
+            raise EdgeclsError(f"expected class scores of shape [1, N>=2], got {list(out_shape)}")
+        self.input_shape = shape
+        self.num_classes = out_shape[1]
+
+    def _default_metadata(self) -> ModelMetadata:
+        channels = self.input_shape[3]
+        return ModelMetadata(
+            labels=[str(i) for i in range(self.num_classes)],
+            input_size=(self.input_shape[1], self.input_shape[2]),
+            channels=channels,
+            mean=[0.0] * channels,
+            std=[255.0] * channels,
+        )
+
+    def _validate_metadata(self) -> None:
+        meta = self.metadata
+        if len(meta.labels) != self.num_classes:
+            raise EdgeclsError(
+                f"model metadata lists {len(meta.labels)} labels but the model outputs {self.num_classes} classes"
+            )
+        if tuple(meta.input_size) != self.input_shape[1:3] or meta.channels != self.input_shape[3]:
+            raise EdgeclsError(
+                f"model metadata says input {list(meta.input_size)}x{meta.channels} but the tensor is "
+                f"{list(self.input_shape[1:])}"
+            )
+
+    @property
+    def input_size(self) -> tuple[int, int]:
+        return self.metadata.input_size
+
+    @property
+    def channels(self) -> int:
+        return self.metadata.channels
+
+    @property
+    def labels(self) -> list[str]:
+        return self.metadata.labels
+
+    def _make_input_lut(self) -> np.ndarray:
+        """A (channels, 256) table from pixel value to the model's input value.
+
+        Normalising and quantising become one gather per image: no float maths, no
+        allocation beyond the input itself.
+        """
+        channels = self.channels
+        mean = np.broadcast_to(np.asarray(self.metadata.mean, np.float64), (channels,))
+        std = np.broadcast_to(np.asarray(self.metadata.std, np.float64), (channels,))
+        pixels = np.arange(256, dtype=np.float64)
+        real = (pixels[None, :] - mean[:, None]) / std[:, None]
+        dtype = self.input_details["dtype"]
+        if dtype == np.float32:
+            return real.astype(np.float32)
+        scale, zero_point = self.input_details["quantization"]
+        if not scale:
+            raise EdgeclsError("quantized input tensor has no scale")
+        info = np.iinfo(dtype)
+        return np.clip(np.round(real / scale + zero_point), info.min, info.max).astype(dtype)
+
+    # -- inference --------------------------------------------------------------------
+    def new_input_buffer(self) -> np.ndarray:
+        """A reusable input tensor, so a batch run allocates nothing per image."""
+        return np.empty(self.input_shape, dtype=self._input_lut.dtype)
+
+    def to_input(self, image: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
+        """Map a uint8 HxWxC image to the model's input tensor (into `out` when given)."""
+        if image.shape != (*self.input_size, self.channels) or image.dtype != np.uint8:
+            raise EdgeclsError(
+                f"image must be uint8 {(*self.input_size, self.channels)}, got {image.dtype} {image.shape}"
+            )
+        if out is None:
+            out = self.new_input_buffer()
+        for c in range(self.channels):
+            np.take(self._input_lut[c], image[..., c], out=out[0, ..., c])
+        return out
+
+    def scores(self, model_input: np.ndarray) -> np.ndarray:
+        """Invoke on a prepared input tensor; return class probabilities as float32."""
+        self.interpreter.set_tensor(self.input_details["index"], model_input)
+        self.interpreter.invoke()
+        raw = self.interpreter.get_tensor(self.output_details["index"])[0]
+        if raw.dtype != np.float32:
+            scale, zero_point = self.output_details["quantization"]
+            raw = (raw.astype(np.float32) - zero_point) * np.float32(scale)
+        if self.metadata.output == "logits":
+            shifted = np.exp(raw - raw.max())
+            raw = shifted / shifted.sum()
+        return raw.astype(np.float32, copy=False)
+
+    def predict(self, image: np.ndarray, top_k: int = 3, buffer: np.ndarray | None = None) -> Prediction:
+        """Classify one uint8 image already at the model's input size."""
+        start = time.perf_counter()
+        probabilities = self.scores(self.to_input(image, buffer))
+        latency_ms = (time.perf_counter() - start) * 1000.0
+        k = max(1, min(top_k, self.num_classes))
+        order = np.argsort(-probabilities, kind="stable")[:k]
+        top = [(self.labels[i], float(probabilities[i])) for i in order]
+        return Prediction(top[0][0], top[0][1], top, probabilities, latency_ms)
+
+    def describe(self) -> dict:
+        """Tensor shapes, types and quantization: what `edgecls info` prints."""
+
+        def tensor(details: dict) -> dict:
+            scale, zero_point = details["quantization"]
+            return {
+                "name": details["name"],
+                "shape": [int(d) for d in details["shape"]],
+                "dtype": np.dtype(details["dtype"]).name,
+                "quantization": {"scale": float(scale), "zero_point": int(zero_point)} if scale else None,
+            }
+
+        return {
+            "path": str(self.path) if self.path else None,
+            "file_size_bytes": self.file_size,
+            "interpreter": self.interpreter_package,
+            "has_metadata": self.has_metadata,
+            "input": tensor(self.input_details),
+            "output": tensor(self.output_details),
+            "metadata": self.metadata.__dict__ | {"input_size": list(self.metadata.input_size)},
+        }
+
+
+def _read_model_file(path: Path) -> bytes:
+    if not path.exists():
+        raise EdgeclsError(f"{path}: no such model file")
+    if path.is_dir():
+        raise EdgeclsError(f"{path}: is a directory, not a .tflite model")
+    try:
+        return path.read_bytes()
+    except OSError as exc:
+        raise EdgeclsError(f"{path}: cannot read model ({exc.strerror or exc})") from None

@@ -1,0 +1,159 @@
+"""Labels, input size, normalisation and provenance, stored inside the `.tflite` file itself.
+
+TFLite models have a `metadata` list in their flatbuffer (name -> buffer). edgecls stores one
+JSON document there under METADATA_NAME, so a device needs only the model file. Reading uses
+the small `flatbuffers` runtime directly (no TensorFlow, no generated schema), so it works
+with any interpreter package; writing uses the TFLite schema's object API.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass, field
+from typing import Any
+
+from flatbuffers import encode, number_types, table
+
+from edgecls.errors import EdgeclsError
+
+METADATA_NAME = "edgecls_metadata"
+SCHEMA_VERSION = 1
+TFLITE_IDENTIFIER = b"TFL3"
+
+# Field slots of the TFLite schema (tensorflow/compiler/mlir/lite/schema/schema.fbs):
+# vtable offset = 4 + 2 * field index.
+_MODEL_BUFFERS = 4 + 2 * 4
+_MODEL_METADATA = 4 + 2 * 6
+_METADATA_NAME = 4 + 2 * 0
+_METADATA_BUFFER = 4 + 2 * 1
+_BUFFER_DATA = 4 + 2 * 0
+_BUFFER_OFFSET = 4 + 2 * 1
+_BUFFER_SIZE = 4 + 2 * 2
+
+
+@dataclass
+class ModelMetadata:
+    """What a device needs to run a classifier and a reader needs to trust it."""
+
+    labels: list[str]
+    input_size: tuple[int, int]  # (height, width)
+    channels: int = 3
+    # The model's float input is (pixel - mean) / std, per channel; pixels are 0..255.
+    mean: list[float] = field(default_factory=lambda: [0.0, 0.0, 0.0])
+    std: list[float] = field(default_factory=lambda: [255.0, 255.0, 255.0])
+    output: str = "probabilities"  # or "logits": the runtime applies softmax
+    name: str = ""
+    dataset: str = ""
+    quantization: str = ""
+    created: str = ""
+    edgecls_version: str = ""
+    metrics: dict[str, Any] = field(default_factory=dict)
+    provenance: dict[str, Any] = field(default_factory=dict)
+
+    def to_json(self) -> str:
+        doc = dataclasses.asdict(self)
+        doc["input_size"] = list(self.input_size)
+        doc["schema_version"] = SCHEMA_VERSION
+        return json.dumps(doc, sort_keys=True)
+
+    @classmethod
+    def from_json(cls, text: str | bytes) -> "ModelMetadata":
+        doc = json.loads(text)
+        known = {f.name for f in dataclasses.fields(cls)}
+        kwargs = {k: v for k, v in doc.items() if k in known}
+        kwargs["input_size"] = tuple(int(v) for v in kwargs["input_size"])
+        kwargs["labels"] = [str(label) for label in kwargs["labels"]]
+        return cls(**kwargs)
+
+
+def is_tflite(model_bytes: bytes) -> bool:
+    return len(model_bytes) >= 8 and bytes(model_bytes[4:8]) == TFLITE_IDENTIFIER
+
+
+def read_metadata_entries(model_bytes: bytes) -> dict[str, bytes]:
+    """All metadata entries of a TFLite flatbuffer, name -> raw bytes."""
+    if not is_tflite(model_bytes):
+        raise EdgeclsError("not a TFLite model (no TFL3 identifier)")
+    buf = memoryview(model_bytes)
+    try:
+        root = encode.Get(number_types.UOffsetTFlags.packer_type, buf, 0)
+        model = table.Table(buf, root)
+        entries: dict[str, bytes] = {}
+        meta_off = model.Offset(_MODEL_METADATA)
+        buffers_off = model.Offset(_MODEL_BUFFERS)
+        if not meta_off or not buffers_off:
+            return entries
+        meta_vec, meta_len = model.Vector(meta_off), model.VectorLen(meta_off)
+        buf_vec, buf_len = model.Vector(buffers_off), model.VectorLen(buffers_off)
+        for i in range(meta_len):
+            meta = table.Table(buf, model.Indirect(meta_vec + 4 * i))
+            name_off = meta.Offset(_METADATA_NAME)
+            index_off = meta.Offset(_METADATA_BUFFER)
+            if not name_off or not index_off:
+                continue
+            name = meta.String(meta.Pos + name_off).decode("utf-8", "replace")
+            index = meta.Get(number_types.Uint32Flags, meta.Pos + index_off)
+            if index < buf_len:
+                entries[name] = _buffer_bytes(model_bytes, model, table.Table(buf, model.Indirect(buf_vec + 4 * index)))
+        return entries
+    except (IndexError, ValueError, UnicodeDecodeError, TypeError) as exc:
+        raise EdgeclsError(f"corrupt TFLite flatbuffer ({exc})") from None
+
+
+def _buffer_bytes(model_bytes: bytes, model: table.Table, buffer: table.Table) -> bytes:
+    data_off = buffer.Offset(_BUFFER_DATA)
+    if data_off:
+        start, length = buffer.Vector(data_off), buffer.VectorLen(data_off)
+        return bytes(model_bytes[start : start + length])
+    # Large models keep buffers after the flatbuffer, addressed by offset and size.
+    off, size = buffer.Offset(_BUFFER_OFFSET), buffer.Offset(_BUFFER_SIZE)
+    if off and size:
+        start = buffer.Get(number_types.Uint64Flags, buffer.Pos + off)
+        length = buffer.Get(number_types.Uint64Flags, buffer.Pos + size)
+        return bytes(model_bytes[start : start + length])
+    return b""
+
+
+def read_metadata(model_bytes: bytes) -> ModelMetadata | None:
+    """The edgecls metadata of a model, or None when it has none."""
+    raw = read_metadata_entries(model_bytes).get(METADATA_NAME)
+    if raw is None:
+        return None
+    try:
+        return ModelMetadata.from_json(raw)
+    except (ValueError, KeyError, TypeError) as exc:
+        raise EdgeclsError(f"model metadata '{METADATA_NAME}' is unreadable ({exc})") from None
+
+
+def write_metadata(model_bytes: bytes, metadata: ModelMetadata) -> bytes:
+    """Return a copy of the model with `metadata` embedded (replacing any earlier edgecls entry)."""
+    import flatbuffers
+    import numpy as np
+
+    schema = _schema_module()
+    model = schema.ModelT.InitFromPackedBuf(bytearray(model_bytes), 0)
+    payload = np.frombuffer(metadata.to_json().encode("utf-8"), dtype=np.uint8)
+    model.metadata = [m for m in (model.metadata or []) if _name(m.name) != METADATA_NAME]
+    buffer = schema.BufferT()
+    buffer.data = payload
+    model.buffers = list(model.buffers or []) + [buffer]
+    entry = schema.MetadataT()
+    entry.name = METADATA_NAME
+    entry.buffer = len(model.buffers) - 1
+    model.metadata.append(entry)
+    builder = flatbuffers.Builder(len(model_bytes) + len(payload) + 1024)
+    builder.Finish(model.Pack(builder), file_identifier=TFLITE_IDENTIFIER)
+    return bytes(builder.Output())
+
+
+def _name(value: str | bytes | None) -> str:
+    return value.decode("utf-8", "replace") if isinstance(value, bytes) else (value or "")
+
+
+def _schema_module():
+    try:
+        from ai_edge_litert import schema_py_generated
+    except ImportError:  # workstation without LiteRT: TensorFlow ships the same schema
+        from tensorflow.lite.python import schema_py_generated
+    return schema_py_generated

@@ -1,0 +1,109 @@
+"""The one image preprocessing function, shared by training and the device.
+
+`edgecls.train` feeds its tf.data pipeline through `load_image` too, so the pixels a model
+sees on a Raspberry Pi are the pixels it was trained and evaluated on: same decoder, same
+EXIF handling, same JPEG draft scaling, same resampling. Output is uint8 HxWxC; scaling to
+the model's input type is the classifier's job (a lookup table, see classifier.py).
+"""
+
+from __future__ import annotations
+
+import os
+import warnings
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageOps
+
+from edgecls.errors import EdgeclsError
+
+# Bilinear, like Keras' image_dataset_from_directory default; chosen once, used everywhere.
+RESAMPLE = Image.Resampling.BILINEAR
+
+IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm"})
+
+
+class ImageError(EdgeclsError):
+    """An image that cannot be read or decoded."""
+
+
+def load_image(path: str | os.PathLike, size: tuple[int, int], channels: int = 3) -> np.ndarray:
+    """Read an image file and return it as uint8 with shape (size[0], size[1], channels).
+
+    `size` is (height, width). Any Pillow mode is accepted (RGB, RGBA, L, P, CMYK, 16-bit);
+    the EXIF orientation is applied; JPEGs are decoded at a reduced DCT scale when the file
+    is much larger than `size`, which is several times faster and no worse after the resize.
+    """
+    try:
+        with warnings.catch_warnings():
+            # Pillow only warns between 1x and 2x its pixel limit; treat a likely bomb as an error.
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            with Image.open(path) as img:
+                if img.format == "JPEG":
+                    # draft() keeps both sides >= the request, so the resize below still downsamples.
+                    img.draft("RGB" if channels == 3 else "L", (size[1], size[0]))
+                img.load()
+                return prepare_image(img, size, channels)
+    except ImageError:
+        raise
+    except FileNotFoundError:
+        raise ImageError(f"{path}: no such file") from None
+    except IsADirectoryError:
+        raise ImageError(f"{path}: is a directory, not an image") from None
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning):
+        raise ImageError(f"{path}: image is too large to decode safely (decompression bomb?)") from None
+    except Image.UnidentifiedImageError:
+        raise ImageError(f"{path}: not an image Pillow can read") from None
+    except (OSError, SyntaxError, ValueError, TypeError, EOFError, MemoryError) as exc:
+        raise ImageError(f"{path}: cannot decode image ({_reason(exc)})") from None
+
+
+def prepare_image(img: Image.Image | np.ndarray, size: tuple[int, int], channels: int = 3) -> np.ndarray:
+    """Orient, convert and resize an in-memory image (PIL image or uint8 array) like `load_image`."""
+    if isinstance(img, np.ndarray):
+        img = Image.fromarray(_to_uint8(img).squeeze())
+    else:
+        img = ImageOps.exif_transpose(img)
+    img = _to_mode(img, "RGB" if channels == 3 else "L")
+    if img.size != (size[1], size[0]):
+        img = img.resize((size[1], size[0]), RESAMPLE)
+    array = np.asarray(img, dtype=np.uint8)
+    if channels == 1:
+        array = array[..., None]
+    return array
+
+
+def is_image_file(path: Path) -> bool:
+    return path.suffix.lower() in IMAGE_SUFFIXES
+
+
+def _to_mode(img: Image.Image, mode: str) -> Image.Image:
+    if img.mode == mode:
+        return img
+    if img.mode in ("I", "I;16", "I;16L", "I;16B", "I;16N", "F"):
+        # Pillow's convert() clips 16-bit and float values to 0..255 instead of rescaling them.
+        img = Image.fromarray(_to_uint8(np.asarray(img)))
+    elif img.mode == "P":
+        img = img.convert("RGBA")
+    if img.mode in ("RGBA", "LA", "PA", "RGBa", "La"):
+        # Transparent areas go white, the background a slide or a photo print would have.
+        rgba = img.convert("RGBA")
+        background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        img = Image.alpha_composite(background, rgba)
+    return img.convert(mode)
+
+
+def _to_uint8(array: np.ndarray) -> np.ndarray:
+    if array.dtype == np.uint8:
+        return array
+    if np.issubdtype(array.dtype, np.floating):
+        hi = 1.0 if array.size and float(np.nanmax(array)) <= 1.0 else 255.0
+        return np.clip(np.nan_to_num(array) * (255.0 / hi), 0, 255).astype(np.uint8)
+    if array.size and int(array.max()) > 255:
+        return (np.clip(array, 0, 65535) // 257).astype(np.uint8)
+    return np.clip(array, 0, 255).astype(np.uint8)
+
+
+def _reason(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    return text[:200]

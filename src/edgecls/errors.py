@@ -1,0 +1,17 @@
+"""The one exception type the CLI turns into a clean one-line error and an exit code."""
+
+from __future__ import annotations
+
+# Exit codes, documented in the README.
+EXIT_OK = 0
+EXIT_PARTIAL = 1  # a batch ran, but some inputs could not be processed
+EXIT_ERROR = 2  # bad input, bad model, bad flags: nothing useful was produced
+EXIT_GATE = 3  # convert: the int8 model fell further behind float than --max-drop allows
+
+
+class EdgeclsError(Exception):
+    """An error a user can fix; the CLI prints its message on one line, with no traceback."""
+
+    def __init__(self, message: str, exit_code: int = EXIT_ERROR):
+        super().__init__(message)
+        self.exit_code = exit_code

@@ -1,0 +1,102 @@
+"""Terminal and file output for the CLI: tables, JSON/CSV records, progress bars."""
+
+from __future__ import annotations
+
+import contextlib
+import csv
+import io
+import json
+import sys
+from pathlib import Path
+from typing import Callable, Iterator, Sequence
+
+from edgecls.io import write_text_atomic
+
+# Below this many images a progress bar is just noise.
+PROGRESS_MIN_ITEMS = 20
+
+
+@contextlib.contextmanager
+def progress(total: int, description: str) -> Iterator[Callable[[], None]]:
+    """A progress bar on stderr for long runs on a terminal; a no-op otherwise."""
+    if total < PROGRESS_MIN_ITEMS or not sys.stderr.isatty():
+        yield lambda: None
+        return
+    from rich.console import Console
+    from rich.progress import Progress
+
+    with Progress(console=Console(stderr=True), transient=True) as bar:
+        task = bar.add_task(description, total=total)
+        yield lambda: bar.advance(task)
+
+
+def write_records(results: Sequence, fmt: str, output: Path | None) -> None:
+    """Print or save classification results as a table, a JSON array or CSV."""
+    records = [r.to_record() for r in results if r.error is None]
+    if fmt == "table":
+        if output is not None:
+            raise_usage("--output needs --format json or csv")
+        _print_table(records)
+        return
+    text = json.dumps(records, indent=2) + "\n" if fmt == "json" else _csv_text(records)
+    if output is None:
+        sys.stdout.write(text)
+    else:
+        write_text_atomic(output, text)
+
+
+def raise_usage(message: str) -> None:
+    from edgecls.errors import EdgeclsError
+
+    raise EdgeclsError(message)
+
+
+def _csv_text(records: list[dict]) -> str:
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=["path", "label", "probability", "top_k", "latency_ms"], lineterminator="\n")
+    writer.writeheader()
+    for record in records:
+        top = ";".join(f"{t['label']}:{t['probability']:.6f}" for t in record["top_k"])
+        writer.writerow(record | {"top_k": top})
+    return buffer.getvalue()
+
+
+def _print_table(records: list[dict]) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(show_edge=False, header_style="bold")
+    for column, justify in (("image", "left"), ("label", "left"), ("prob.", "right"), ("top-k", "left"), ("ms", "right")):
+        table.add_column(column, justify=justify, overflow="fold")
+    for r in records:
+        top = ", ".join(f"{t['label']} {t['probability']:.2f}" for t in r["top_k"][1:])
+        table.add_row(r["path"], r["label"], f"{r['probability']:.3f}", top, f"{r['latency_ms']:.2f}")
+    Console(soft_wrap=False).print(table)
+
+
+def print_model_info(d: dict) -> None:
+    meta = d["metadata"]
+    lines = [
+        f"file          {d['path']} ({d['file_size_bytes'] / 1024:.1f} KB)",
+        f"interpreter   {d['interpreter']}",
+    ]
+    for kind in ("input", "output"):
+        t = d[kind]
+        q = t["quantization"]
+        quant = f"scale={q['scale']:.6g} zero_point={q['zero_point']}" if q else "not quantized"
+        lines.append(f"{kind:<13} {t['dtype']} {t['shape']} ({quant})")
+    if not d["has_metadata"]:
+        lines.append("metadata      none (labels are class indices; inputs scaled to 0..1)")
+    lines += [
+        f"labels        {', '.join(meta['labels'])}",
+        f"input size    {meta['input_size'][0]}x{meta['input_size'][1]}x{meta['channels']}",
+        f"normalisation (pixel - {meta['mean']}) / {meta['std']}",
+        f"output        {meta['output']}",
+    ]
+    for key in ("name", "dataset", "quantization", "created", "edgecls_version"):
+        if meta.get(key):
+            lines.append(f"{key:<13} {meta[key]}")
+    for key in ("metrics", "provenance"):
+        for k, v in (meta.get(key) or {}).items():
+            lines.append(f"{key[:-1] if key == 'metrics' else key:<13} {k}: {v}")
+    print("\n".join(lines))
