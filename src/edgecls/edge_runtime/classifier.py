@@ -58,6 +58,7 @@ class TFLiteClassifier:
             )
         self._validate_metadata()
         self._input_lut = self._make_input_lut()
+        self._input_mode = self._fast_input_mode()
 
     # -- model inspection -------------------------------------------------------------
     def _check_signature(self) -> None:
@@ -133,6 +134,22 @@ class TFLiteClassifier:
         info = np.iinfo(dtype)
         return np.clip(np.round(real / scale + zero_point), info.min, info.max).astype(dtype)
 
+    def _fast_input_mode(self) -> str:
+        """The cheapest operation that reproduces the lookup table exactly, checked on all 256 values.
+
+        "xor": int8 input = pixel - 128 (the DESIGN.md full-int8 convention): flip the top bit of
+        the uint8 view, ~30x faster than a gather. "copy": uint8 input = pixel. "take1": one
+        table for all channels, one contiguous gather. "take": a gather per channel.
+        """
+        lut, pixels = self._input_lut, np.arange(256, dtype=np.uint8)
+        if lut.dtype == np.int8 and all(np.array_equal(row.view(np.uint8), pixels ^ 0x80) for row in lut):
+            return "xor"
+        if lut.dtype == np.uint8 and all(np.array_equal(row, pixels) for row in lut):
+            return "copy"
+        if all(np.array_equal(row, lut[0]) for row in lut[1:]):
+            return "take1"
+        return "take"
+
     # -- inference --------------------------------------------------------------------
     def new_input_buffer(self) -> np.ndarray:
         """A reusable input tensor, so a batch run allocates nothing per image."""
@@ -146,8 +163,16 @@ class TFLiteClassifier:
             )
         if out is None:
             out = self.new_input_buffer()
-        for c in range(self.channels):
-            np.take(self._input_lut[c], image[..., c], out=out[0, ..., c])
+        mode = self._input_mode if out.dtype == self._input_lut.dtype else "take"
+        if mode == "xor":
+            np.bitwise_xor(image, 0x80, out=out[0].view(np.uint8))
+        elif mode == "copy":
+            np.copyto(out[0], image)
+        elif mode == "take1":
+            np.take(self._input_lut[0], image, out=out[0])
+        else:
+            for c in range(self.channels):
+                np.take(self._input_lut[c], image[..., c], out=out[0, ..., c])
         return out
 
     def scores(self, model_input: np.ndarray) -> np.ndarray:

@@ -6,7 +6,8 @@ float32), no Lambda, preprocessing or augmentation layers inside. Builders recei
 (tf_keras) as an argument so this module imports no TensorFlow until a model is built.
 
 `quantizable` says whether tfmot's default 8-bit QAT can wrap the model as built
-(GroupNormalization and LSTM cannot); every model converts to float TFLite.
+(a BatchNormalization after a Dense layer, GroupNormalization and LSTM
+cannot); every model converts to float TFLite.
 """
 
 from __future__ import annotations
@@ -163,7 +164,11 @@ def gap_cnn(keras, input_shape, num_classes, weights=None):
     return keras.Model(inputs, _classifier_head(keras, x, num_classes, 0.0), name="gap_cnn")
 
 
-@register_model("bn-cnn", "baseline: BatchNorm CNN with dropout and a dense head (28x28 in its notebook)")
+@register_model(
+    "bn-cnn",
+    "baseline: BatchNorm CNN with dropout and a dense head (28x28 in its notebook)",
+    quantizable=False,  # tfmot cannot wrap the BatchNormalization after the dense layer
+)
 def bn_cnn(keras, input_shape, num_classes, weights=None):
     layers = keras.layers
     inputs = keras.Input(input_shape, name="image")

@@ -1,0 +1,65 @@
+"""Keras model -> TFLite bytes, one function per conversion mode's converter settings."""
+
+from __future__ import annotations
+
+import re
+
+import numpy as np
+
+from edgecls.convert.options import DYNAMIC, FLOAT16, FLOAT32, FULL_INTEGER_MODES
+from edgecls.errors import EdgeclsError
+from edgecls.train.tf_env import import_tf
+
+
+def convert_to_tflite(model, mode: str, io_type: str = "int8", calibration: np.ndarray | None = None) -> bytes:
+    """Convert with the settings of `mode`. Full-integer modes need `calibration`: uint8
+    images (N, H, W, 3) that set the activation ranges (for QAT models, those it did not learn)."""
+    tf, _ = import_tf()
+    converter = _fixed_batch_converter(tf, model)
+    if mode == FLOAT16:
+        converter.optimizations = [tf.lite.Optimize.DEFAULT]
+        converter.target_spec.supported_types = [tf.float16]
+    elif mode == DYNAMIC:
+        converter.optimizations = [tf.lite.Optimize.DEFAULT]
+    elif mode in FULL_INTEGER_MODES:
+        if calibration is None or not len(calibration):
+            raise EdgeclsError(f"{mode}: full-integer conversion needs calibration images")
+        converter.optimizations = [tf.lite.Optimize.DEFAULT]
+        converter.representative_dataset = _representative_dataset(calibration)
+        # Integer kernels only: the converter errors (rather than falls back to float) where
+        # an op has no int8 kernel at all; verify.check_ops catches the float islands it keeps.
+        converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+        io_dtype = tf.uint8 if io_type == "uint8" else tf.int8
+        converter.inference_input_type = io_dtype
+        converter.inference_output_type = io_dtype
+    elif mode != FLOAT32:
+        raise EdgeclsError(f"unknown conversion mode {mode!r}")
+    try:
+        return bytes(converter.convert())
+    except Exception as exc:  # ConverterError, RuntimeError (calibration), ValueError
+        raise EdgeclsError(f"{mode}: the TFLite converter failed ({converter_error_summary(exc)})") from None
+
+
+def _fixed_batch_converter(tf, model):
+    # A batch of exactly 1 is what the device runs, and static shapes let the converter
+    # fuse LSTMs and fold the shape arithmetic of reshapes (GroupNormalization) to constants.
+    height, width, channels = (int(d) for d in model.inputs[0].shape[1:])
+    function = tf.function(lambda image: model(image, training=False))
+    concrete = function.get_concrete_function(tf.TensorSpec([1, height, width, channels], tf.float32, name="image"))
+    return tf.lite.TFLiteConverter.from_concrete_functions([concrete], model)
+
+
+def _representative_dataset(images: np.ndarray):
+    def generate():
+        for image in images:
+            yield [image[None].astype(np.float32) / np.float32(255.0)]
+
+    return generate
+
+
+def converter_error_summary(exc: BaseException) -> str:
+    """The first `error:` line of a converter message (they run to pages of MLIR locations)."""
+    text = str(exc)
+    match = re.search(r"error: ([^\n]+)", text)
+    line = match.group(1) if match else (text.strip().splitlines() or [type(exc).__name__])[0]
+    return line.strip()[:300]

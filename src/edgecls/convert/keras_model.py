@@ -1,0 +1,108 @@
+"""The Keras side of a conversion: load a `.keras` file, check it follows the model
+conventions (DESIGN.md), and make a float32 copy when it was trained under mixed precision."""
+
+from __future__ import annotations
+
+import zipfile
+from pathlib import Path
+
+import numpy as np
+
+from edgecls.errors import EdgeclsError
+from edgecls.train.tf_env import import_tf
+
+
+def load_keras_model(path: str | Path):
+    """Load a `.keras` file in safe mode, uncompiled; clear errors for anything else."""
+    path = Path(path)
+    if not path.exists():
+        raise EdgeclsError(f"{path}: no such run folder or model file")
+    if path.suffix != ".keras" or not zipfile.is_zipfile(path):
+        raise EdgeclsError(f"{path}: not a Keras model file (expected a run folder or a .keras file)")
+    _, keras = import_tf()
+    _register_project_layers()
+    try:
+        return keras.models.load_model(path, compile=False, safe_mode=True)
+    except Exception as exc:  # Keras raises ValueError, TypeError, KeyError... for bad files
+        raise EdgeclsError(f"{path}: cannot load the Keras model ({_first_line(exc)})") from None
+
+
+def _register_project_layers() -> None:
+    # Importing the registry registers any custom layers its models use with Keras.
+    try:
+        import edgecls.train.models  # noqa: F401
+    except ImportError:
+        pass
+
+
+def image_input_size(model) -> tuple[int, int]:
+    """(height, width) of a model's single image input, which must be fixed and RGB."""
+    if len(model.inputs) != 1 or len(model.outputs) != 1:
+        raise EdgeclsError(f"expected a classifier with 1 input and 1 output, got {len(model.inputs)} and {len(model.outputs)}")
+    shape = tuple(model.inputs[0].shape)
+    if len(shape) != 4 or shape[3] != 3 or shape[1] is None or shape[2] is None:
+        raise EdgeclsError(f"expected an RGB image input of fixed size (None, H, W, 3), got {shape}")
+    return int(shape[1]), int(shape[2])
+
+
+def output_classes(model) -> int:
+    shape = tuple(model.outputs[0].shape)
+    if len(shape) != 2 or shape[1] is None or shape[1] < 2:
+        raise EdgeclsError(f"expected class scores of shape (None, N>=2), got {shape}")
+    return int(shape[1])
+
+
+def as_float32(model):
+    """The model itself when it is all float32, else a float32 clone with the same weights.
+
+    A model trained under mixed precision keeps float16 layer policies in its config; the
+    TFLite converter and tfmot want one float32 graph, and float16 maths on a workstation
+    would also make the parity reference differ from what the model learned.
+    """
+    if all(_policy_name(layer) in ("float32", None) for layer in _all_layers(model)):
+        return model
+    _, keras = import_tf()
+
+    def float32_layer(layer):
+        config = layer.get_config()
+        if "dtype" in config:
+            config["dtype"] = "float32"
+        return layer.__class__.from_config(config)
+
+    clone = keras.models.clone_model(model, clone_function=float32_layer)
+    clone.set_weights([np.asarray(w, np.float32) for w in model.get_weights()])
+    return clone
+
+
+def predict_probabilities(model, images: np.ndarray, batch_size: int = 64) -> np.ndarray:
+    """Float Keras scores for uint8 images, fed exactly as in training: pixel / 255."""
+    tf, _ = import_tf()
+    scores = []
+    for start in range(0, len(images), batch_size):
+        batch = images[start : start + batch_size].astype(np.float32) / np.float32(255.0)
+        scores.append(np.asarray(model(tf.constant(batch), training=False), np.float32))
+    return np.concatenate(scores) if scores else np.zeros((0, output_classes(model)), np.float32)
+
+
+def outputs_probabilities(scores: np.ndarray) -> bool:
+    """True when rows look like softmax output (non-negative, summing to 1)."""
+    if not len(scores):
+        return True
+    return bool(np.all(scores >= -1e-6) and np.allclose(scores.sum(axis=1), 1.0, atol=1e-3))
+
+
+def _all_layers(model):
+    for layer in model.layers:
+        yield layer
+        if hasattr(layer, "layers"):  # nested models
+            yield from _all_layers(layer)
+
+
+def _policy_name(layer) -> str | None:
+    policy = getattr(layer, "dtype_policy", None)
+    return getattr(policy, "name", None)
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return (text.splitlines()[0] if text else type(exc).__name__)[:200]

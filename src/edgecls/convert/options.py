@@ -1,0 +1,103 @@
+"""What `edgecls convert` can be asked to do: conversion modes and the options of one run.
+
+Light on purpose (no numpy, no TensorFlow): the CLI imports it to build its help text.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Iterable
+
+from edgecls.errors import EdgeclsError
+
+# Conversion modes, in the order they are converted and reported.
+FLOAT32 = "float32"
+FLOAT16 = "float16"
+DYNAMIC = "dynamic"
+PTQ_INT8 = "ptq-int8"
+QAT = "qat"
+MODES = (FLOAT32, FLOAT16, DYNAMIC, PTQ_INT8, QAT)
+FULL_INTEGER_MODES = (PTQ_INT8, QAT)
+DEFAULT_MODES = (FLOAT32, QAT)
+
+MODE_HELP = {
+    FLOAT32: "float32 TFLite, the reference the others are compared with",
+    FLOAT16: "float16 weights (half the size; computes in float32 on most CPUs)",
+    DYNAMIC: "dynamic-range: int8 weights, float activations",
+    PTQ_INT8: "full integer, calibrated on a class-balanced sample of the training split",
+    QAT: "full integer after quantization-aware fine-tuning on the training split",
+}
+
+# Names people type for the same thing.
+_ALIASES = {"fp32": FLOAT32, "float": FLOAT32, "fp16": FLOAT16, "ptq": PTQ_INT8, "int8": QAT, "dynamic-range": DYNAMIC}
+
+IO_TYPES = ("int8", "uint8")
+
+
+def parse_modes(values: Iterable[str]) -> tuple[str, ...]:
+    """Normalise repeated and comma-separated `--mode` values into MODES order, without repeats."""
+    wanted: set[str] = set()
+    for value in values:
+        for part in str(value).split(","):
+            name = part.strip().lower()
+            if not name:
+                continue
+            name = _ALIASES.get(name, name)
+            if name not in MODES:
+                raise EdgeclsError(f"unknown conversion mode {part.strip()!r}; choose from: {', '.join(MODES)}")
+            wanted.add(name)
+    if not wanted:
+        raise EdgeclsError(f"no conversion mode given; choose from: {', '.join(MODES)}")
+    return tuple(mode for mode in MODES if mode in wanted)
+
+
+def output_file_name(mode: str, modes: Iterable[str]) -> str:
+    """The file a mode writes. QAT is the default int8 path, so it owns `model_int8.tflite`;
+    post-training int8 takes that name when it is the only full-integer mode asked for."""
+    if mode == QAT or (mode == PTQ_INT8 and QAT not in tuple(modes)):
+        return "model_int8.tflite"
+    if mode == PTQ_INT8:
+        return "model_int8_ptq.tflite"
+    return f"model_{mode}.tflite"
+
+
+@dataclass
+class ConvertOptions:
+    """Everything one conversion needs besides the model and its data."""
+
+    modes: tuple[str, ...] = DEFAULT_MODES
+    io_type: str = "int8"  # full-integer models' input and output type
+    qat_epochs: int = 2
+    # Low, so fine-tuning nudges the weights towards the int8 grid rather than retraining them.
+    qat_learning_rate: float = 1e-4
+    qat_batch_size: int = 32
+    calibration_size: int = 256  # images, class-balanced, from the training split
+    max_drop: float = 1.0  # accuracy points a full-integer model may lose against float Keras
+    threads: int | None = None  # interpreter threads for parity and latency
+    seed: int = 1234
+    command: str = ""  # recorded in the files' provenance
+    verbose: bool = False  # progress lines on stderr
+    extra: dict = field(default_factory=dict)  # free-form provenance a caller wants recorded
+
+    def __post_init__(self) -> None:
+        self.modes = parse_modes(self.modes)
+        self.io_type = str(self.io_type).lower()
+        if self.io_type not in IO_TYPES:
+            raise EdgeclsError(f"--io must be one of {', '.join(IO_TYPES)}, got {self.io_type!r}")
+        if self.qat_epochs < 0:
+            raise EdgeclsError(f"--qat-epochs must be 0 or more, got {self.qat_epochs}")
+        if not self.qat_learning_rate > 0:
+            raise EdgeclsError(f"--qat-lr must be positive, got {self.qat_learning_rate}")
+        if self.qat_batch_size < 1:
+            raise EdgeclsError(f"--qat-batch-size must be 1 or more, got {self.qat_batch_size}")
+        if self.calibration_size < 1:
+            raise EdgeclsError(f"--calibration-size must be 1 or more, got {self.calibration_size}")
+        if self.threads is not None and self.threads < 1:
+            raise EdgeclsError(f"--threads must be 1 or more, got {self.threads}")
+
+    def to_dict(self) -> dict:
+        doc = dataclasses.asdict(self)
+        doc["modes"] = list(self.modes)
+        doc.pop("verbose")
+        return doc

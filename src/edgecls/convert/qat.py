@@ -1,0 +1,149 @@
+"""Quantization-aware fine-tuning with tfmot, for models tfmot can only partly wrap.
+
+`quantize_model` refuses a whole model over one unsupported layer (GroupNormalization, LSTM,
+a BatchNormalization after a Dense layer, custom layers). Instead each layer the default
+8-bit registry supports is annotated, plus every BatchNormalization directly after a
+convolution, so tfmot's Conv+BN folding patterns still match; whatever tfmot then still
+rejects is left unannotated and retried. Unannotated layers stay float during fine-tuning
+and get their int8 ranges from calibration data at conversion, like post-training int8.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+
+from edgecls.train.tf_env import import_tf
+
+_UNSUPPORTED_LAYER = re.compile(r"Layer (\S+?):<class '([^']+)'> is not supported")
+
+
+class QatUnavailable(Exception):
+    """tfmot cannot build a quantization-aware version of this model at all."""
+
+
+@dataclass
+class QatPlan:
+    """Which layers fine-tune with fake quantization, and which are left to calibration."""
+
+    wrapped: list[str] = field(default_factory=list)
+    left_float: list[str] = field(default_factory=list)  # "ClassName 'layer_name'"
+
+    def describe_left_float(self) -> str:
+        return ", ".join(self.left_float)
+
+
+def quantization_aware_model(model):
+    """(QAT model, plan). Raises QatUnavailable when no layer can be wrapped."""
+    tf, keras = import_tf()
+    import tensorflow_model_optimization as tfmot
+
+    quantize = tfmot.quantization.keras
+    registry = _default_registry()
+    candidates = {layer.name for layer in model.layers if registry.supports(layer) or _bn_after_conv(layer, keras)}
+    rejected: set[str] = set()
+    while True:
+        wrapped = candidates - rejected
+        if not wrapped:
+            raise QatUnavailable("tfmot can wrap none of its layers")
+        annotated = _annotate(model, wrapped, keras, quantize)
+        try:
+            with quantize.quantize_scope():
+                qat_model = quantize.quantize_apply(annotated)
+            break
+        except RuntimeError as exc:
+            match = _UNSUPPORTED_LAYER.search(str(exc))
+            if not match or match.group(1) in rejected:
+                raise QatUnavailable(_first_line(exc)) from None
+            rejected.add(match.group(1))  # e.g. a BatchNormalization that no pattern folded
+        except (ValueError, TypeError) as exc:  # nested or subclassed models, unclonable layers
+            raise QatUnavailable(_first_line(exc)) from None
+    left_float = [
+        f"{type(layer).__name__} '{layer.name}'"
+        for layer in model.layers
+        if layer.name not in wrapped and not isinstance(layer, keras.layers.InputLayer)
+    ]
+    return qat_model, QatPlan(sorted(wrapped), left_float)
+
+
+def fine_tune(qat_model, train, validation, *, epochs: int, learning_rate: float, class_weight=None, seed: int = 0, verbose: bool = False) -> dict:
+    """Fine-tune in place on finite batches of (float image, label), one pass per epoch; keep the epoch with the best
+    validation accuracy (measured with fake quantization, so close to what int8 will do).
+
+    Returns {"epochs": [per-epoch logs], "best_epoch": n}.
+    """
+    _, keras = import_tf()
+    keras.utils.set_random_seed(seed)
+    qat_model.compile(
+        optimizer=keras.optimizers.Adam(learning_rate),
+        loss=keras.losses.SparseCategoricalCrossentropy(),
+        metrics=[keras.metrics.SparseCategoricalAccuracy(name="accuracy")],
+    )
+    keep_best = _keep_best_epoch_callback(keras)
+    history = qat_model.fit(
+        train,
+        validation_data=validation,
+        epochs=epochs,
+        class_weight=class_weight,
+        callbacks=[keep_best] if validation is not None else [],
+        verbose=2 if verbose else 0,
+    )
+    per_epoch = [{key: float(values[i]) for key, values in history.history.items()} for i in range(len(history.epoch))]
+    return {"epochs": per_epoch, "best_epoch": keep_best.best_epoch or len(per_epoch)}
+
+
+def _keep_best_epoch_callback(keras):
+    class KeepBestEpoch(keras.callbacks.Callback):
+        """Restore the weights (and learned quantizer ranges) of the best validation epoch."""
+
+        def __init__(self):
+            super().__init__()
+            self.best_accuracy = -1.0
+            self.best_epoch = 0
+            self.best_weights = None
+
+        def on_epoch_end(self, epoch, logs=None):
+            accuracy = (logs or {}).get("val_accuracy")
+            # >=: on a tie the later epoch has seen more data and better-settled ranges.
+            if accuracy is not None and accuracy >= self.best_accuracy:
+                self.best_accuracy, self.best_epoch = accuracy, epoch + 1
+                self.best_weights = self.model.get_weights()
+
+        def on_train_end(self, logs=None):
+            if self.best_weights is not None:
+                self.model.set_weights(self.best_weights)
+
+    return KeepBestEpoch()
+
+
+def _annotate(model, wrapped: set[str], keras, quantize):
+    def clone(layer):
+        copy = layer.__class__.from_config(layer.get_config())
+        return quantize.quantize_annotate_layer(copy) if layer.name in wrapped else copy
+
+    with quantize.quantize_scope():
+        annotated = keras.models.clone_model(model, clone_function=clone)
+    annotated.set_weights(model.get_weights())
+    return annotated
+
+
+def _bn_after_conv(layer, keras) -> bool:
+    # quantize_model folds Conv+BN before checking support, so these BNs must be annotated too.
+    if not isinstance(layer, keras.layers.BatchNormalization) or len(layer._inbound_nodes) != 1:
+        return False
+    inbound = layer._inbound_nodes[0].inbound_layers
+    inbound = inbound if isinstance(inbound, (list, tuple)) else [inbound]
+    return len(inbound) == 1 and isinstance(inbound[0], (keras.layers.Conv2D, keras.layers.DepthwiseConv2D))
+
+
+def _default_registry():
+    from tensorflow_model_optimization.python.core.quantization.keras.default_8bit import (
+        default_8bit_quantize_registry,
+    )
+
+    return default_8bit_quantize_registry.Default8BitQuantizeRegistry()
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return (text.splitlines()[0] if text else type(exc).__name__)[:200]

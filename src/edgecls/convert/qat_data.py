@@ -1,0 +1,71 @@
+"""QAT fine-tuning data: the training run's own tf.data pipeline, augmentation and imbalance
+handling, so fine-tuning continues the training it starts from instead of shifting it."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from edgecls.convert.samples import ConversionData
+
+
+@dataclass
+class QatData:
+    train: Any  # tf.data batches of (float32 pixel/255, label)
+    validation: Any | None
+    class_weight: dict[int, float] | None
+    train_images: int
+    validation_images: int
+
+
+def qat_data(data: ConversionData, train_options, batch_size: int, seed: int) -> QatData:
+    """Batches from the train and val splits, through `edgecls.train.pipeline`.
+
+    `train_options` (a TrainOptions, from the run's config or the defaults) says whether the
+    run augmented and how it handled class imbalance; fine-tuning does the same.
+    """
+    from edgecls.train import pipeline
+    from edgecls.train.tf_env import import_tf
+
+    tf, _ = import_tf()
+    train_items, val_items = data.items("train"), data.items("val")
+    train_labels = data.model_labels(train_items)
+    imbalance = getattr(train_options, "imbalance", "none")
+    train, _steps = pipeline.training_dataset(
+        tf,
+        _sources(data, train_items),
+        train_labels,
+        data.image_size,
+        batch_size=batch_size,
+        num_classes=len(data.labels),
+        seed=seed,
+        augment=bool(getattr(train_options, "augment", True)),
+        balanced=imbalance == "balanced-sampling",
+    )
+    validation = None
+    if len(val_items):
+        validation = pipeline.evaluation_dataset(
+            tf, _sources(data, val_items), data.model_labels(val_items), data.image_size, batch_size
+        )
+    class_weight = None
+    if imbalance == "class-weights":
+        class_weight = softened_class_weights(train_labels, len(data.labels), getattr(train_options, "class_weight_power", 1.0))
+    return QatData(train, validation, class_weight, len(train_items), len(val_items))
+
+
+def softened_class_weights(labels: np.ndarray, num_classes: int, power: float) -> dict[int, float]:
+    """scikit-learn's "balanced" weights raised to `power`, as `edgecls train` uses them."""
+    from sklearn.utils.class_weight import compute_class_weight
+
+    present = np.unique(labels)
+    weights = compute_class_weight("balanced", classes=present, y=labels) ** float(power)
+    table = {int(c): 1.0 for c in range(num_classes)}
+    table.update({int(c): float(w) for c, w in zip(present, weights)})
+    return table
+
+
+def _sources(data: ConversionData, items) -> list:
+    # Paths for files, arrays for HMNIST: what the pipeline hands to the shared preprocessing.
+    return [data.dataset.image_source(key) for key in items["key"].astype(str)]

@@ -1,0 +1,121 @@
+"""The parity report as files (parity.json, parity.md) and as a table on the terminal."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from edgecls.convert.parity import GATE_FAILED, KERAS, ParityReport, ParityRow
+from edgecls.io import write_json_atomic, write_text_atomic
+
+JSON_FILE = "parity.json"
+MARKDOWN_FILE = "parity.md"
+
+COLUMNS = (
+    # (header, right-aligned)
+    ("model", False),
+    ("file", False),
+    ("size KB", True),
+    ("x f32", True),
+    ("accuracy", True),
+    ("bal. acc.", True),
+    ("macro AUC", True),
+    ("agree", True),
+    ("KL", True),
+    ("ms/img", True),
+    ("int only", False),
+    ("gate", False),
+)
+
+
+def table_rows(report: ParityReport) -> list[list[str]]:
+    float32_size = next((row.size_bytes for row in report.rows if row.name == "float32" and row.size_bytes), None)
+    return [_cells(row, float32_size) for row in report.rows]
+
+
+def _cells(row: ParityRow, float32_size: int | None) -> list[str]:
+    if row.error:
+        return [row.name, "-", "-", "-", "-", "-", "-", "-", "-", "-", "-", f"conversion failed: {row.error}"]
+    ratio = f"{row.size_bytes / float32_size:.2f}" if row.size_bytes and float32_size else "-"
+    size = f"{row.size_bytes / 1024:.1f}" if row.size_bytes else "-"
+    integer = "-" if row.integer_only is None else ("yes" if row.integer_only else f"NO: {row.float_ops}")
+    return [
+        row.name,
+        row.file or ("(reference)" if row.name == KERAS else "-"),
+        size,
+        ratio,
+        _percent(row.accuracy),
+        _percent(row.balanced_accuracy),
+        _number(row.macro_auc, 3),
+        _percent(row.agreement),
+        _number(row.mean_kl, 4),
+        _number(row.latency_ms, 2),
+        integer,
+        row.gate.upper() if row.gate == GATE_FAILED else (row.gate or "-"),
+    ]
+
+
+def _percent(value: float | None) -> str:
+    return "-" if value is None else f"{100 * value:.1f}%"
+
+
+def _number(value: float | None, digits: int) -> str:
+    return "-" if value is None else f"{value:.{digits}f}"
+
+
+def to_markdown(report: ParityReport) -> str:
+    headers = [header for header, _ in COLUMNS]
+    align = ["---:" if right else ":---" for _, right in COLUMNS]
+    counts = ", ".join(f"{label} {n}" for label, n in report.test_class_counts.items())
+    lines = [
+        f"# Conversion parity: {report.model}",
+        "",
+        f"- Source: `{report.source}`" + (f" (run `{report.run_dir}`)" if report.run_dir else ""),
+        f"- Dataset: {report.dataset}; test split: {report.test_images} images ({counts})",
+        f"- Input: {report.image_size[0]}x{report.image_size[1]}x3; full-integer I/O: {report.io_type}",
+        f"- Interpreter: {report.interpreter}, {report.threads or 'default'} threads; latency is the median "
+        "per image on the converting machine (to_input + invoke), not a device benchmark",
+        f"- Created {report.created} by edgecls {report.edgecls_version}: `{report.command}`",
+        "",
+        f"**{report.verdict}**",
+        "",
+        "| " + " | ".join(headers) + " |",
+        "| " + " | ".join(align) + " |",
+    ]
+    lines += ["| " + " | ".join(cell.replace("|", "\\|") for cell in cells) + " |" for cells in table_rows(report)]
+    lines += [
+        "",
+        "accuracy, bal. acc. (balanced accuracy), macro AUC (one-vs-rest ROC AUC, averaged over classes): on the "
+        "test split. agree: top-1 agreement with float Keras; KL: mean KL divergence from float Keras "
+        "(nats). x f32: size relative to model_float32.tflite. gate: full-integer files must be within "
+        f"{report.max_drop:g} accuracy points of float Keras.",
+    ]
+    notes = report.notes + [f"{row.name}: {note}" for row in report.rows for note in row.notes]
+    if notes:
+        lines += ["", "## Notes", ""] + [f"- {note}" for note in notes]
+    return "\n".join(lines) + "\n"
+
+
+def write_report(report: ParityReport, output_dir: Path) -> tuple[Path, Path]:
+    json_path = write_json_atomic(output_dir / JSON_FILE, report.to_dict())
+    markdown_path = write_text_atomic(output_dir / MARKDOWN_FILE, to_markdown(report))
+    return json_path, markdown_path
+
+
+def print_report(report: ParityReport, console=None) -> None:
+    """A rich table, the verdict, and any notes."""
+    from rich.console import Console
+    from rich.table import Table
+
+    console = console or Console(soft_wrap=False)
+    title = f"{report.model} on {report.dataset}: test split, {report.test_images} images"
+    table = Table(title=title, show_edge=False, header_style="bold")
+    for header, right in COLUMNS:
+        table.add_column(header, justify="right" if right else "left", overflow="fold")
+    for row, cells in zip(report.rows, table_rows(report)):
+        style = "red" if row.gate == GATE_FAILED or row.error else ("bold" if row.name == KERAS else None)
+        table.add_row(*cells, style=style)
+    console.print(table)
+    for note in report.notes + [f"{row.name}: {note}" for row in report.rows for note in row.notes]:
+        console.print(f"note: {note}", highlight=False)
+    verdict_style = "green" if report.gate_passed else "bold red"
+    console.print(report.verdict, style=verdict_style, highlight=False)

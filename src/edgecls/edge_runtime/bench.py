@@ -1,0 +1,290 @@
+"""Measure .tflite classifiers the way a device runs them: latency, throughput, size, memory.
+
+No TensorFlow: `edgecls bench` runs with the device install, so the same command measures a
+workstation and a Raspberry Pi. Inputs are random uint8 images sent through
+`TFLiteClassifier.to_input` into a reused buffer, exactly the path `edgecls classify` takes.
+"""
+
+from __future__ import annotations
+
+import gc
+import os
+import platform
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Sequence
+
+import numpy as np
+
+from edgecls.edge_runtime.classifier import TFLiteClassifier
+from edgecls.errors import EdgeclsError
+
+SCHEMA = "edgecls.bench/1"
+PERCENTILES = (50, 90, 99)
+# Distinct random images cycled through the timed runs, so the input is not one cached tensor.
+DISTINCT_IMAGES = 8
+
+
+@dataclass
+class BenchSettings:
+    warmup: int = 10
+    runs: int | None = 100  # timed invokes per model and thread count ...
+    seconds: float | None = None  # ... or time-boxed instead (runs then ignored)
+    threads: Sequence[int] = (1,)
+    images: Sequence[Path] = ()  # optional: also time decode + resize + invoke on these files
+    workers: int | None = None  # decode threads for the end-to-end pass
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.warmup < 0:
+            raise EdgeclsError(f"--warmup must be >= 0, got {self.warmup}")
+        if self.seconds is not None and self.seconds <= 0:
+            raise EdgeclsError(f"--seconds must be > 0, got {self.seconds}")
+        if self.seconds is None and (self.runs is None or self.runs < 1):
+            raise EdgeclsError(f"--runs must be >= 1, got {self.runs}")
+        if not self.threads or any(t < 1 for t in self.threads):
+            raise EdgeclsError(f"--threads must be positive integers, got {list(self.threads)}")
+
+
+@dataclass
+class ModelResult:
+    """One model: its file facts and one measurement per thread count."""
+
+    name: str
+    path: str
+    file_size_bytes: int
+    input: dict
+    quantization: str
+    interpreter: str
+    results: list[dict] = field(default_factory=list)
+    size_ratio: float = 1.0  # file size / the first model's
+
+    def to_dict(self) -> dict:
+        return {
+            "name": self.name,
+            "path": self.path,
+            "file_size_bytes": self.file_size_bytes,
+            "size_ratio": self.size_ratio,
+            "input": self.input,
+            "quantization": self.quantization,
+            "interpreter": self.interpreter,
+            "results": self.results,
+        }
+
+
+def parse_threads(text: str) -> list[int]:
+    """'1,2,4' -> [1, 2, 4] (order kept, duplicates dropped)."""
+    values: list[int] = []
+    for part in text.replace(" ", "").split(","):
+        if not part:
+            continue
+        try:
+            value = int(part)
+        except ValueError:
+            raise EdgeclsError(f"--threads takes a comma-separated list of integers, got {text!r}") from None
+        if value < 1:
+            raise EdgeclsError(f"--threads must be positive integers, got {text!r}")
+        if value not in values:
+            values.append(value)
+    if not values:
+        raise EdgeclsError(f"--threads takes a comma-separated list of integers, got {text!r}")
+    return values
+
+
+def percentiles(samples_ms: Sequence[float]) -> dict[str, float]:
+    """p50/p90/p99 (linear interpolation), mean, min, max of latencies in ms."""
+    data = np.asarray(samples_ms, dtype=np.float64)
+    if data.size == 0:
+        raise ValueError("no samples")
+    p = np.percentile(data, PERCENTILES)
+    stats = {f"p{q}": float(v) for q, v in zip(PERCENTILES, p)}
+    stats |= {"mean": float(data.mean()), "min": float(data.min()), "max": float(data.max())}
+    return {k: round(v, 4) for k, v in stats.items()}
+
+
+def peak_rss_mib() -> float | None:
+    """This process's peak resident memory so far, in MiB (None where `resource` is missing)."""
+    try:
+        import resource
+    except ImportError:  # Windows
+        return None
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    # Linux and the BSDs report KiB; macOS reports bytes.
+    return round(peak / (1024 * 1024 if sys.platform == "darwin" else 1024), 1)
+
+
+def random_images(classifier: TFLiteClassifier, count: int = DISTINCT_IMAGES, seed: int = 0) -> list[np.ndarray]:
+    rng = np.random.default_rng(seed)
+    h, w = classifier.input_size
+    return [rng.integers(0, 256, (h, w, classifier.channels), dtype=np.uint8) for _ in range(count)]
+
+
+def time_invokes(
+    classifier: TFLiteClassifier, warmup: int, runs: int | None, seconds: float | None, seed: int = 0
+) -> list[float]:
+    """Latencies (ms) of `scores(to_input(image, buffer))`: quantize in, invoke, dequantize out."""
+    images = random_images(classifier, seed=seed)
+    buffer = classifier.new_input_buffer()
+    n = len(images)
+    for i in range(warmup):
+        classifier.scores(classifier.to_input(images[i % n], buffer))
+    samples: list[float] = []
+    clock = time.perf_counter_ns
+    deadline = clock() + int(seconds * 1e9) if seconds is not None else None
+    gc_was_enabled = gc.isenabled()
+    gc.disable()  # a collection in the middle of a 1 ms invoke is noise, not the model
+    try:
+        i = 0
+        while True:
+            start = clock()
+            classifier.scores(classifier.to_input(images[i % n], buffer))
+            end = clock()
+            samples.append((end - start) / 1e6)
+            i += 1
+            if deadline is not None:
+                if end >= deadline:
+                    break
+            elif i >= runs:  # type: ignore[operator]
+                break
+    finally:
+        if gc_was_enabled:
+            gc.enable()
+    return samples
+
+
+def time_end_to_end(classifier: TFLiteClassifier, paths: Sequence[Path], workers: int | None) -> dict:
+    """Classify `paths` once through `batch.classify_paths` (decode, resize, invoke, top-k)."""
+    from edgecls.edge_runtime.batch import classify_paths
+
+    # Warm the interpreter and the file cache on a few images; that pass is not timed.
+    for _ in classify_paths(classifier, list(paths[: min(8, len(paths))]), workers=workers):
+        pass
+    start = time.perf_counter()
+    errors = sum(1 for result in classify_paths(classifier, list(paths), workers=workers) if result.error)
+    elapsed = time.perf_counter() - start
+    return {
+        "images": len(paths),
+        "errors": errors,
+        "seconds": round(elapsed, 4),
+        "images_per_s": round(len(paths) / elapsed, 2) if elapsed > 0 else None,
+        "workers": workers,
+    }
+
+
+def _model_name(path: Path, names: set[str]) -> str:
+    name = path.stem or str(path)
+    base, k = name, 2
+    while name in names:  # two files with one stem (a/model.tflite, b/model.tflite)
+        name = f"{base}#{k}"
+        k += 1
+    names.add(name)
+    return name
+
+
+def run_bench(
+    model_paths: Sequence[Path],
+    settings: BenchSettings,
+    on_progress: Callable[[str], None] | None = None,
+) -> dict:
+    """Measure every model at every thread count; ratios are against the first model."""
+    if not model_paths:
+        raise EdgeclsError("give at least one model")
+    # Load every model once up front, so a bad path fails in a second, not after minutes.
+    first_threads = settings.threads[0]
+    loaded: list[TFLiteClassifier | None] = [TFLiteClassifier(p, num_threads=first_threads) for p in model_paths]
+    names: set[str] = set()
+    models: list[ModelResult] = []
+    for path, classifier in zip(model_paths, loaded):
+        assert classifier is not None
+        d = classifier.describe()
+        models.append(
+            ModelResult(
+                name=_model_name(Path(path), names),
+                path=str(path),
+                file_size_bytes=classifier.file_size,
+                input={"dtype": d["input"]["dtype"], "shape": d["input"]["shape"]},
+                quantization=classifier.metadata.quantization or d["input"]["dtype"],
+                interpreter=_interpreter_version(classifier.interpreter_package),
+            )
+        )
+    paths = list(settings.images)
+    for index, (path, model) in enumerate(zip(model_paths, models)):
+        for threads in settings.threads:
+            classifier = loaded[index] if threads == first_threads else None
+            if classifier is None:
+                classifier = TFLiteClassifier(path, num_threads=threads)
+            if on_progress:
+                on_progress(f"{model.name}: {threads} thread{'s' if threads > 1 else ''}")
+            samples = time_invokes(classifier, settings.warmup, settings.runs, settings.seconds, settings.seed)
+            stats = percentiles(samples)
+            result = {
+                "threads": threads,
+                "runs": len(samples),
+                "latency_ms": stats,
+                "images_per_s": round(1000.0 / stats["mean"], 2) if stats["mean"] > 0 else None,
+                "speed_ratio": 1.0,
+                "end_to_end": time_end_to_end(classifier, paths, settings.workers) if paths else None,
+                "peak_rss_mib": peak_rss_mib(),
+            }
+            model.results.append(result)
+            del classifier
+        loaded[index] = None  # free the interpreter before the next model loads
+    _add_ratios(models)
+    return {
+        "schema": SCHEMA,
+        "edgecls_version": _edgecls_version(),
+        "platform": {
+            "system": platform.system(),
+            "machine": platform.machine(),
+            "python": platform.python_version(),
+            "cpu_count": os.cpu_count(),
+        },
+        "settings": {
+            "warmup": settings.warmup,
+            "runs": None if settings.seconds is not None else settings.runs,
+            "seconds": settings.seconds,
+            "threads": list(settings.threads),
+            "images": len(paths),
+            "workers": settings.workers,
+            "seed": settings.seed,
+            "latency": "to_input + set_tensor + invoke + get_tensor (dequantized), one image",
+            "ratios": "size_ratio = size / first model's; speed_ratio = first model's p50 / p50 (>1 is faster)",
+        },
+        "peak_rss_mib": peak_rss_mib(),
+        "models": [m.to_dict() for m in models],
+    }
+
+
+def _add_ratios(models: list[ModelResult]) -> None:
+    first = models[0]
+    by_threads = {r["threads"]: r for r in first.results}
+    for model in models:
+        model.size_ratio = round(model.file_size_bytes / first.file_size_bytes, 4) if first.file_size_bytes else 1.0
+        for result in model.results:
+            reference = by_threads.get(result["threads"])
+            p50 = result["latency_ms"]["p50"]
+            result["speed_ratio"] = round(reference["latency_ms"]["p50"] / p50, 4) if reference and p50 > 0 else None
+            e2e, ref_e2e = result["end_to_end"], reference and reference["end_to_end"]
+            if e2e is not None:
+                e2e["speed_ratio"] = (
+                    round(e2e["images_per_s"] / ref_e2e["images_per_s"], 4)
+                    if ref_e2e and ref_e2e.get("images_per_s") and e2e.get("images_per_s")
+                    else None
+                )
+
+
+def _interpreter_version(package: str) -> str:
+    try:
+        from importlib.metadata import version
+
+        return f"{package} {version(package)}"
+    except Exception:  # not installed as a distribution (a source build): the name is enough
+        return package
+
+
+def _edgecls_version() -> str:
+    from edgecls import __version__
+
+    return __version__

@@ -1,0 +1,99 @@
+"""Keras callbacks for `edgecls train`. Imports TensorFlow: import this module inside functions only.
+
+Validation is measured by `ValidationMetrics` (model.predict: inference mode, BatchNorm moving
+statistics) rather than by fit's validation_data, so the checkpoint and early stopping judge
+the model that will be deployed, with balanced accuracy and macro AUC, in one pass.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from edgecls.io import atomic_path, write_text_atomic
+from edgecls.train.evaluate import compute_metrics
+from edgecls.train.tf_env import import_tf
+
+tf, keras = import_tf()
+
+
+def current_learning_rate(optimizer) -> float:
+    rate = optimizer.learning_rate
+    if isinstance(rate, keras.optimizers.schedules.LearningRateSchedule):
+        rate = rate(optimizer.iterations)
+    return float(keras.backend.get_value(rate))
+
+
+class ValidationMetrics(keras.callbacks.Callback):
+    """Adds val_loss, val_accuracy, val_balanced_accuracy, val_auc and learning_rate to the logs.
+
+    Listed first, so every later callback (checkpoint, early stopping, CSV, TensorBoard) sees them.
+    """
+
+    def __init__(self, val_data, y_val: np.ndarray, labels: list[str]):
+        super().__init__()
+        self.val_data, self.y_val, self.labels = val_data, np.asarray(y_val), labels
+
+    def on_epoch_end(self, epoch, logs=None):
+        logs = logs if logs is not None else {}
+        probabilities = self.model.predict(self.val_data, verbose=0)
+        m = compute_metrics(self.y_val, probabilities, self.labels)
+        logs.update(val_loss=m["loss"], val_accuracy=m["accuracy"], val_balanced_accuracy=m["balanced_accuracy"],
+                    val_auc=m["macro_auc"] if m["macro_auc"] is not None else float("nan"))  # fmt: skip
+        logs["learning_rate"] = current_learning_rate(self.model.optimizer)
+
+
+class BestWeights(keras.callbacks.Callback):
+    """Keep the weights of the best epoch by `monitor`, written atomically (checkpoints/best.weights.h5)."""
+
+    def __init__(self, path: Path, monitor: str, best: float | None = None, best_epoch: int | None = None):
+        super().__init__()
+        self.path, self.monitor = Path(path), monitor
+        self.sign = -1.0 if monitor.endswith("loss") else 1.0  # compare as "higher is better"
+        self.best, self.best_epoch = best, best_epoch
+
+    def on_epoch_end(self, epoch, logs=None):
+        value = (logs or {}).get(self.monitor)
+        if value is None or not np.isfinite(value):
+            return
+        if self.best is None or self.sign * value > self.sign * self.best:
+            self.best, self.best_epoch = float(value), epoch
+            with atomic_path(self.path, suffix=".weights.h5") as tmp:
+                self.model.save_weights(tmp)
+
+
+class HistoryWriter(keras.callbacks.Callback):
+    """history.csv rewritten atomically after every epoch (CSVLogger appends in place, so an
+    interrupted run could leave a torn last line); on resume the earlier epochs are kept."""
+
+    def __init__(self, path: Path, previous: pd.DataFrame | None = None):
+        super().__init__()
+        self.path = Path(path)
+        self.rows = [] if previous is None else previous.to_dict("records")
+        self.started = time.perf_counter()
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.started = time.perf_counter()
+
+    def on_epoch_end(self, epoch, logs=None):
+        self.rows = [row for row in self.rows if row.get("epoch", -1) < epoch]  # a replayed epoch replaces its row
+        seconds = round(time.perf_counter() - self.started, 2)
+        self.rows.append({"epoch": epoch, **{k: float(v) for k, v in (logs or {}).items()}, "seconds": seconds})
+        write_text_atomic(self.path, pd.DataFrame(self.rows).to_csv(index=False, lineterminator="\n"))
+
+
+def early_stopping(monitor: str, patience: int):
+    return keras.callbacks.EarlyStopping(monitor=monitor, mode="min" if monitor.endswith("loss") else "max",
+                                         patience=patience, verbose=1)  # fmt: skip
+
+
+def best_so_far(history: pd.DataFrame | None, monitor: str) -> tuple[float | None, int | None]:
+    """The best value of `monitor` in an earlier part of a resumed run, and its epoch."""
+    if history is None or monitor not in history or history[monitor].dropna().empty:
+        return None, None
+    values = history[monitor].astype(float)
+    row = values.idxmin() if monitor.endswith("loss") else values.idxmax()
+    return float(values[row]), int(history["epoch"][row])

@@ -1,0 +1,96 @@
+"""Hyperparameters and run controls for `edgecls train`, as one dataclass (no TensorFlow here)."""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import Any, Optional
+
+from edgecls.errors import EdgeclsError
+
+IMBALANCE_CHOICES = ("class-weights", "balanced-sampling", "none")
+MONITOR_CHOICES = ("val_balanced_accuracy", "val_auc", "val_accuracy", "val_loss")
+SCHEDULE_CHOICES = ("cosine", "plateau")
+STRATEGY_CHOICES = ("default", "mirrored")
+MIXED_PRECISION_CHOICES = ("auto", "on", "off")
+FORMAT_CHOICES = ("auto", "ham10000", "folders", "hmnist")
+
+# Run controls: how this invocation behaves, not what the model is; kept out of config.json.
+_RUN_CONTROLS = ("resume", "force", "verbose")
+
+
+@dataclass
+class TrainOptions:
+    model: str = "edge-cnn"
+    image_size: int = 94  # square side in pixels; DESIGN.md default
+    epochs: int = 30
+    batch_size: int = 32
+    learning_rate: float = 2e-3
+    lr_schedule: str = "cosine"  # cosine decay after a linear warmup, or ReduceLROnPlateau
+    warmup_epochs: int = 1
+    # class-weights: loss weights from sklearn's "balanced" weights raised to class_weight_power
+    # (0.5 softens them: full inverse frequency trades too much overall accuracy on HAM10000).
+    imbalance: str = "class-weights"
+    class_weight_power: float = 0.5
+    augment: bool = True
+    patience: int = 8  # epochs without improvement of `monitor` before stopping
+    monitor: str = "val_balanced_accuracy"  # computed in inference mode on the validation split
+    seed: int = 1234
+    val_fraction: float = 0.15
+    test_fraction: float = 0.15
+    data_format: str = "auto"
+    limit: Optional[int] = None  # stratified subset of this many images, for quick trials
+    strategy: str = "default"
+    mixed_precision: str = "auto"  # auto: on when a GPU is present
+    weights: Optional[str] = None  # "imagenet" (models that offer it) or a weights file
+    cache_file: Optional[str] = None  # tf.data cache on disk instead of in memory
+    tensorboard: bool = True
+    resume: bool = False
+    force: bool = False
+    verbose: int = 2  # Keras fit verbosity: 1 progress bar, 2 one line per epoch
+
+    @property
+    def size(self) -> tuple[int, int]:
+        return (self.image_size, self.image_size)
+
+    def validate(self) -> "TrainOptions":
+        from edgecls.train.models import model_spec
+
+        model_spec(self.model)  # unknown names fail here, listing the registry
+        _choice("--imbalance", self.imbalance, IMBALANCE_CHOICES)
+        _choice("--monitor", self.monitor, MONITOR_CHOICES)
+        _choice("--lr-schedule", self.lr_schedule, SCHEDULE_CHOICES)
+        _choice("--strategy", self.strategy, STRATEGY_CHOICES)
+        _choice("--mixed-precision", self.mixed_precision, MIXED_PRECISION_CHOICES)
+        _choice("--format", self.data_format, FORMAT_CHOICES)
+        for flag, value, low in (("--epochs", self.epochs, 1), ("--batch-size", self.batch_size, 1),
+                                 ("--image-size", self.image_size, 16), ("--patience", self.patience, 1)):  # fmt: skip
+            if int(value) < low:
+                raise EdgeclsError(f"{flag} must be at least {low}, got {value}")
+        if not self.learning_rate > 0:
+            raise EdgeclsError(f"--lr must be positive, got {self.learning_rate}")
+        if not (0 < self.val_fraction < 1 and 0 <= self.test_fraction < 1 and self.val_fraction + self.test_fraction < 1):
+            raise EdgeclsError(
+                f"split fractions must leave images to train on: val {self.val_fraction}, test {self.test_fraction}"
+            )
+        if self.limit is not None and self.limit < 10:
+            raise EdgeclsError(f"--limit must be at least 10 images, got {self.limit}")
+        if self.resume and self.force:
+            raise EdgeclsError("--resume continues a run and --force replaces it: pass one of them")
+        return self
+
+    def to_config(self) -> dict[str, Any]:
+        """The options that define the run, for config.json."""
+        return {k: v for k, v in dataclasses.asdict(self).items() if k not in _RUN_CONTROLS}
+
+    @classmethod
+    def from_config(cls, config: dict[str, Any], **overrides: Any) -> "TrainOptions":
+        known = {f.name for f in dataclasses.fields(cls)}
+        values = {k: v for k, v in config.items() if k in known}  # tolerate older/newer configs
+        values.update({k: v for k, v in overrides.items() if v is not None})
+        return cls(**values)
+
+
+def _choice(flag: str, value: str, choices: tuple[str, ...]) -> None:
+    if value not in choices:
+        raise EdgeclsError(f"{flag} must be one of {', '.join(choices)}; got {value!r}")

@@ -1,0 +1,180 @@
+"""Train a registry model on a dataset into a run folder: `train_model(options, data, run_dir)`.
+
+The Python API behind `edgecls train`, also used by `edgecls demo`. Steps: load the dataset,
+split it (grouped, stratified; reused on --resume), stream it through tf.data, fit with Adam
+and a cosine schedule, keep the best epoch by a validation metric measured in inference mode,
+save it as model.keras, then evaluate it on the validation and test splits.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from pathlib import Path
+from typing import Callable, Iterable
+
+import numpy as np
+import pandas as pd
+
+from edgecls.errors import EdgeclsError
+from edgecls.train import run as runs
+from edgecls.train.options import TrainOptions
+
+Echo = Callable[[str], None]
+
+
+def train_model(
+    options: TrainOptions,
+    data_path: str | Path,
+    run_dir: str | Path,
+    echo: Echo = print,
+    extra_callbacks: Iterable = (),
+) -> runs.Run:
+    """Train, save and evaluate; return the finished `Run`.
+
+    With options.resume and a run already in `run_dir`, the saved options and split are used
+    (only `epochs` and `verbose` come from `options`), and fitting continues from the last
+    completed epoch. `extra_callbacks` are Keras callbacks added to fit (tests, notebooks).
+    """
+    from edgecls.train.datasets import load_dataset
+    from edgecls.train.split import load_split, make_split, save_split
+
+    options.validate()
+    run_dir = Path(run_dir)
+    resuming = runs.prepare_run_dir(run_dir, force=options.force, resume=options.resume)
+    if resuming:
+        saved = runs.load_run(run_dir).options
+        options = TrainOptions.from_config(saved.to_config(), epochs=options.epochs, verbose=options.verbose, resume=True)
+        echo(f"resuming {run_dir}: {options.model}, {options.image_size}px, up to epoch {options.epochs}")
+
+    dataset = load_dataset(data_path, options.data_format)
+    echo(f"dataset: {dataset.summary()}")
+    if options.limit:
+        dataset = runs.stratified_subset(dataset, options.limit, options.seed)
+        echo(f"using a stratified subset of {len(dataset)} images (--limit {options.limit})")
+    if resuming:
+        split = load_split(run_dir, dataset)
+    else:
+        split = make_split(dataset, options.val_fraction, options.test_fraction, options.seed)
+        save_split(run_dir, dataset, split)
+    runs.write_run_config(run_dir, data_path, dataset, options)
+    echo(split_summary(dataset, split))
+
+    fit_model(options, dataset, split, run_dir, echo, list(extra_callbacks))
+    run = runs.load_run(run_dir, data_override=str(data_path))
+    run.__dict__["dataset"] = dataset  # already loaded (and subset); skip reading it again
+    from edgecls.train.evaluate import evaluate_run
+
+    evaluate_run(run, ("val", "test"), run_dir, echo)
+    return run
+
+
+def split_summary(dataset, split: pd.Series) -> str:
+    table = pd.crosstab(dataset.items["label"], split.to_numpy()).reindex(columns=["train", "val", "test"], fill_value=0)
+    sizes = ", ".join(f"{name} {int(table[name].sum())}" for name in table.columns)
+    lines = [f"split: {sizes} images (grouped by {'lesion' if dataset.format == 'ham10000' else 'duplicate set'})"]
+    lines += ["  " + line for line in table.to_string().splitlines()[1:]]
+    return "\n".join(lines)
+
+
+def class_weights(labels: np.ndarray, num_classes: int, power: float) -> dict[int, float]:
+    """sklearn's "balanced" weights (n / (k * count)) raised to `power`; 1.0 for absent classes."""
+    from sklearn.utils.class_weight import compute_class_weight
+
+    present = np.unique(labels)
+    balanced = compute_class_weight("balanced", classes=present, y=labels)
+    weights = {c: 1.0 for c in range(num_classes)}
+    weights.update({int(c): float(w**power) for c, w in zip(present, balanced)})
+    return weights
+
+
+@contextlib.contextmanager
+def precision_policy(keras, tf, setting: str):
+    """mixed_float16 on a GPU ("auto") or when asked ("on"); always float32 again afterwards."""
+    use = setting == "on" or (setting == "auto" and bool(tf.config.list_physical_devices("GPU")))
+    keras.mixed_precision.set_global_policy("mixed_float16" if use else "float32")
+    try:
+        yield use
+    finally:
+        keras.mixed_precision.set_global_policy("float32")
+
+
+def fit_model(options: TrainOptions, dataset, split: pd.Series, run_dir: Path, echo: Echo, extra_callbacks: list) -> None:
+    from edgecls.train import callbacks as cb
+    from edgecls.train.models import create_model
+    from edgecls.train.pipeline import evaluation_dataset, training_dataset
+    from edgecls.train.tf_env import import_tf
+
+    tf, keras = import_tf()
+    keras.utils.set_random_seed(options.seed)
+    labels = list(dataset.labels)
+    items = dataset.items
+    sources = {name: [dataset.image_source(k) for k in items["key"][split == name]] for name in ("train", "val")}
+    targets = {name: items["label_index"][split == name].to_numpy() for name in ("train", "val")}
+    if not len(targets["val"]):
+        raise EdgeclsError("the validation split is empty: training needs it to pick the best epoch (--val-fraction)")
+    cache = "" if options.cache_file is None else options.cache_file
+    train_data, steps = training_dataset(
+        tf, sources["train"], targets["train"], options.size, options.batch_size, len(labels), options.seed,
+        augment=options.augment, balanced=options.imbalance == "balanced-sampling",
+        cache=cache + ".train" if cache else cache,
+    )  # fmt: skip
+    val_data = evaluation_dataset(tf, sources["val"], targets["val"], options.size, options.batch_size,
+                                  cache=cache + ".val" if cache else cache)  # fmt: skip
+    weights = class_weights(targets["train"], len(labels), options.class_weight_power) if options.imbalance == "class-weights" else None
+    if weights:
+        echo("class weights: " + ", ".join(f"{labels[c]} {w:.2f}" for c, w in weights.items()))
+
+    strategy = tf.distribute.MirroredStrategy() if options.strategy == "mirrored" else tf.distribute.get_strategy()
+    history = runs.load_run(run_dir).history if options.resume else None
+    best, best_epoch = cb.best_so_far(history, options.monitor)
+    best_path = run_dir / runs.BEST_WEIGHTS
+    with precision_policy(keras, tf, options.mixed_precision) as mixed:
+        with strategy.scope():
+            model = create_model(options.model, (*options.size, 3), len(labels), weights=options.weights)
+            model.compile(optimizer=keras.optimizers.Adam(learning_rate_schedule(keras, options, steps)),
+                          loss=keras.losses.SparseCategoricalCrossentropy(), metrics=["accuracy"])  # fmt: skip
+        echo(f"model: {options.model}, {model.count_params():,} parameters, input {options.image_size}x{options.image_size}x3"
+             f"{', mixed precision' if mixed else ''}{f', {strategy.num_replicas_in_sync} replicas' if options.strategy == 'mirrored' else ''}")  # fmt: skip
+        saver = cb.BestWeights(best_path, options.monitor, best, best_epoch)
+        callbacks = [cb.ValidationMetrics(val_data, targets["val"], labels), saver,
+                     cb.early_stopping(options.monitor, options.patience), cb.HistoryWriter(run_dir / runs.HISTORY_FILE, history)]  # fmt: skip
+        if options.lr_schedule == "plateau":
+            callbacks.insert(1, keras.callbacks.ReduceLROnPlateau(
+                options.monitor, mode="min" if options.monitor.endswith("loss") else "max",
+                factor=0.5, patience=max(1, options.patience // 3), min_lr=options.learning_rate / 100))  # fmt: skip
+        if options.tensorboard:
+            callbacks.append(keras.callbacks.TensorBoard(run_dir / runs.LOGS_DIR, write_graph=False, profile_batch=0))
+        callbacks += extra_callbacks
+        # Last, so a backup is only taken once the epoch's history and best weights are on disk.
+        callbacks.append(keras.callbacks.BackupAndRestore(run_dir / runs.BACKUP_DIR, delete_checkpoint=False))
+        started = time.perf_counter()
+        try:
+            model.fit(train_data, epochs=options.epochs, steps_per_epoch=steps, class_weight=weights,
+                      callbacks=callbacks, verbose=options.verbose)  # fmt: skip
+        except tf.errors.OpError as exc:
+            raise EdgeclsError(f"training failed: {exc.message.strip().splitlines()[0][:300]}") from None
+        echo(f"training took {time.perf_counter() - started:.0f} s")
+    # Saved as a float32 model without optimizer or distribution strategy: what convert wants.
+    final = create_model(options.model, (*options.size, 3), len(labels))
+    if best_path.is_file():
+        final.load_weights(best_path)
+        echo(f"best epoch: {saver.best_epoch + 1} ({options.monitor} {saver.best:.4f})")
+    else:
+        final.set_weights(model.get_weights())
+        echo(f"no epoch had a finite {options.monitor}; saving the last weights")
+    runs.save_keras_model(final, run_dir / runs.MODEL_FILE)
+
+
+def learning_rate_schedule(keras, options: TrainOptions, steps_per_epoch: int):
+    """Cosine decay to 1% after a linear warmup (helps Adam and BatchNorm settle); plateau: constant."""
+    if options.lr_schedule == "plateau":
+        return options.learning_rate
+    total = options.epochs * steps_per_epoch
+    warmup = min(options.warmup_epochs * steps_per_epoch, total // 2)
+    return keras.optimizers.schedules.CosineDecay(
+        initial_learning_rate=options.learning_rate / 10 if warmup else options.learning_rate,
+        decay_steps=max(1, total - warmup), alpha=0.01,
+        warmup_target=options.learning_rate if warmup else None, warmup_steps=warmup,
+    )  # fmt: skip
+
