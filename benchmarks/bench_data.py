@@ -24,6 +24,8 @@ INPUT_SIZE = (94, 94)
 LABELS = ["akiec", "bcc", "bkl", "df", "mel", "nv", "vasc"]  # HAM10000's seven classes
 JPEG_SIZE = (600, 450)  # (width, height), the HAM10000 dermatoscope frame
 JPEG_QUALITY = 90
+JPEG_COUNT = 1000  # the end-to-end target is stated for 1,000 images ...
+JPEG_UNIQUE = 200  # ... of which this many distinct pictures, then copies
 
 
 def edge_cnn():
@@ -67,7 +69,7 @@ def _standin_edge_cnn(keras):
     return keras.Model(inputs, outputs, name="edge_cnn_standin")
 
 
-def convert(model, mode: str, samples: int = 64, seed: int = 0) -> bytes:
+def convert(model, mode: str, samples: int = 32, seed: int = 0) -> bytes:
     """float32, or full int8 (int8 in and out) calibrated on random images (pixel / 255)."""
     from edgecls.train.tf_env import import_tf
 
@@ -124,7 +126,7 @@ def synthetic_jpeg(rng: np.random.Generator, size=JPEG_SIZE) -> Image.Image:
     return Image.fromarray(np.clip(pixels, 0, 255).astype(np.uint8))
 
 
-def make_jpegs(folder: Path, count: int, unique: int = 200, seed: int = 0) -> list[Path]:
+def make_jpegs(folder: Path, count: int = JPEG_COUNT, unique: int = JPEG_UNIQUE, seed: int = 0) -> list[Path]:
     """`count` 600x450 JPEGs (quality 90) in `folder`: `unique` distinct pictures, then copies."""
     folder.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(seed)
@@ -143,5 +145,5 @@ if __name__ == "__main__":
     out = Path(sys.argv[1] if len(sys.argv) > 1 else "out/bench-data")
     for name, path in build_models(out).items():
         print(f"{name:8} {path} ({path.stat().st_size / 1024:.1f} KB)" if path.is_file() else f"{name:8} {path}")
-    make_jpegs(out / "jpegs", int(sys.argv[2]) if len(sys.argv) > 2 else 1000)
+    make_jpegs(out / "jpegs", int(sys.argv[2]) if len(sys.argv) > 2 else JPEG_COUNT)
     print(f"jpegs    {out / 'jpegs'}")

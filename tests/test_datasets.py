@@ -18,7 +18,7 @@ from PIL import Image
 from edgecls.edge_runtime.preprocess import is_image_file, load_image, prepare_image
 from edgecls.errors import EdgeclsError
 from edgecls.train import dataset_files as files
-from edgecls.train.datasets import HMNIST_DX, load_dataset, merge_duplicate_groups
+from edgecls.train.datasets import load_dataset, merge_duplicate_groups
 
 # --- builders ------------------------------------------------------------------------------
 
@@ -61,11 +61,11 @@ def make_ham10000(root: Path) -> dict:
             seed += 1
     # A byte-identical copy under another lesion: the two lesions must become one group.
     shutil.copy(root / "HAM10000_images_part_1/ISIC_0000000.jpg", root / "HAM10000_images_part_2/ISIC_0000100.jpg")
-    rows.append({"lesion_id": "HAM_0000002", "image_id": "ISIC_0000100", "dx": "nv", "dx_type": "histo", "age": 40.0})
+    rows.append({"lesion_id": "HAM_0000002", "image_id": "ISIC_0000100", "dx": "nv", "dx_type": "histo"})
     # A row whose image was never downloaded, and one whose image is cut short.
-    rows.append({"lesion_id": "HAM_0000008", "image_id": "ISIC_0000200", "dx": "mel", "dx_type": "histo", "age": 30.0})
+    rows.append({"lesion_id": "HAM_0000008", "image_id": "ISIC_0000200", "dx": "mel", "dx_type": "histo"})
     truncate(write_jpeg(root / "HAM10000_images_part_2/ISIC_0000201.jpg", 201))
-    rows.append({"lesion_id": "HAM_0000009", "image_id": "ISIC_0000201", "dx": "bkl", "dx_type": "histo", "age": 30.0})
+    rows.append({"lesion_id": "HAM_0000009", "image_id": "ISIC_0000201", "dx": "bkl", "dx_type": "histo"})
     pd.DataFrame(rows).to_csv(root / "HAM10000_metadata.csv", index=False)
     return {
         "rows": len(rows),
@@ -107,6 +107,9 @@ def make_class_folders(root: Path) -> dict:
     }
 
 
+# Kaggle's HMNIST label order (checked against public code using these files, and the class
+# counts: 6705 rows of label 4 = nv).
+HMNIST_NAMES = {0: "akiec", 1: "bcc", 2: "bkl", 3: "df", 4: "nv", 5: "vasc", 6: "mel"}
 HMNIST_VARIANTS = [("hmnist_28_28_RGB.csv", (28, 28, 3)), ("hmnist_28_28_L.csv", (28, 28, 1)),
                    ("hmnist_8_8_RGB.csv", (8, 8, 3)), ("hmnist_8_8_L.csv", (8, 8, 1))]
 
@@ -117,7 +120,8 @@ def make_hmnist(path: Path, shape: tuple[int, int, int], seed: int = 0) -> dict:
     labels = np.arange(21) % 7
     images = rng.integers(0, 256, (len(labels), *shape), dtype=np.uint8)
     images[9], labels[9] = images[0], labels[0]
-    table = pd.DataFrame(images.reshape(len(labels), -1), columns=[f"pixel{i:04d}" for i in range(int(np.prod(shape)))])
+    columns = [f"pixel{i:04d}" for i in range(int(np.prod(shape)))]
+    table = pd.DataFrame(images.reshape(len(labels), -1), columns=columns)
     table["label"] = labels
     table = table.astype(object)
     table.iloc[11, 3] = None
@@ -183,6 +187,15 @@ def test_ham10000_csv_errors(tmp_path, edit, message):
     with pytest.raises(EdgeclsError, match=message) as excinfo:
         load_dataset(tmp_path)
     one_line_error(excinfo)
+
+
+def test_ham10000_without_lesion_ids_groups_by_image_and_duplicates(tmp_path):
+    expected = make_ham10000(tmp_path)
+    csv = tmp_path / "HAM10000_metadata.csv"
+    pd.read_csv(csv).drop(columns="lesion_id").to_csv(csv, index=False)
+    ds = load_dataset(csv)
+    assert len(ds) == expected["usable"] and ds.duplicate_sets == 1
+    assert ds.items["group"].nunique() == len(ds) - 1  # only the byte-identical pair is joined
 
 
 def test_ham10000_repeated_and_blank_rows_are_skipped(tmp_path):
@@ -326,8 +339,8 @@ def test_hmnist_variants(tmp_path, name, shape):
     kept = [i for i in range(len(spec["labels"])) if i != spec["invalid"]]
     assert ds.format == "hmnist" and ds.name == name[:-4]
     assert ds.items["key"].tolist() == [f"row:{i}" for i in kept]
-    assert ds.items["label"].tolist() == [HMNIST_DX[spec["labels"][i]] for i in kept]
-    assert ds.labels == sorted(set(HMNIST_DX))
+    assert ds.items["label"].tolist() == [HMNIST_NAMES[spec["labels"][i]] for i in kept]
+    assert ds.labels == sorted(HMNIST_NAMES.values())
     assert ds.skipped == {"row with missing or out-of-range pixel values": 1}
     assert ds.pixels.dtype == np.uint8 and ds.pixels.shape == (len(kept), *shape)
     a, b = spec["duplicate"]

@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 
 from edgecls.errors import EdgeclsError
 from edgecls.train.datasets import Dataset, load_dataset
-from edgecls.train.split import SPLITS, load_split, make_split, save_split
+from edgecls.train.split import SPLITS, _every_class_in_train, load_split, make_split, save_split
 
 
 def fake_dataset(group_sizes: dict[str, list[int]], mixed: list[dict[str, int]] = ()) -> Dataset:
@@ -110,6 +110,11 @@ def test_every_class_stays_in_train_when_it_only_appears_in_mixed_groups():
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             assert_valid(dataset, make_split(dataset, seed=seed))
+    # The greedy placement rarely strands a class outside train; the repair step must catch it.
+    per_group = pd.DataFrame({"a": [3, 1, 1, 2], "dup": [0, 1, 1, 1]}, index=["g0", "m0", "m1", "m2"])
+    stranded = np.array([0, 1, 2, 1])  # dup's groups: two in val, one in test
+    repaired = _every_class_in_train(per_group, stranded)
+    assert repaired.tolist() == [0, 0, 2, 1]  # one taken from val, the side holding more of them
 
 
 def test_no_evaluation_sides_means_all_train():
@@ -146,7 +151,8 @@ def test_save_and_load_round_trip(tmp_path):
     assert list(table.columns) == ["key", "label", "split"] and len(table) == len(dataset)
     pd.testing.assert_series_equal(load_split(tmp_path / "run", dataset), split)
     # A dataset loaded in another order aligns by key.
-    shuffled = Dataset("fake", Path("."), "folders", dataset.labels, dataset.items.sample(frac=1, random_state=0).reset_index(drop=True))
+    reordered = dataset.items.sample(frac=1, random_state=0).reset_index(drop=True)
+    shuffled = Dataset("fake", Path("."), "folders", dataset.labels, reordered)
     expected = split.set_axis(dataset.items["key"]).loc[shuffled.items["key"]].to_numpy()
     assert (load_split(written, shuffled).to_numpy() == expected).all()
 
@@ -205,7 +211,8 @@ def real_split(request):
     dataset = load_dataset(shared_dataset(request.param))
     start = time.perf_counter()
     split = make_split(dataset)
-    print(f"\nsplit {request.param} in {time.perf_counter() - start:.2f} s:\n{pd.crosstab(dataset.items['label'], split)}")
+    seconds = time.perf_counter() - start
+    print(f"\nsplit {request.param} in {seconds:.2f} s:\n{pd.crosstab(dataset.items['label'], split)}")
     return dataset, split
 
 

@@ -65,6 +65,11 @@ def classify(
     from edgecls.edge_runtime.classifier import TFLiteClassifier
     from edgecls.report_format import progress, write_records
 
+    # Flag mistakes are reported before minutes of classifying, not after.
+    if output is not None and output_format == OutputFormat.table:
+        raise EdgeclsError("--output needs --format json or csv")
+    if output is not None and output.is_dir():
+        raise EdgeclsError(f"{output}: is a folder; --output needs a file name")
     classifier = TFLiteClassifier(resolve_model(model), num_threads=threads)
     paths = collect_images(inputs)
     results = []
@@ -112,9 +117,14 @@ def models() -> None:
         typer.echo("no built-in models are installed")
         return
     for name, path in found.items():
-        meta = read_metadata(path.read_bytes())
-        detail = f"{len(meta.labels)} classes, {meta.input_size[0]}x{meta.input_size[1]}, {meta.quantization}" if meta else ""
-        typer.echo(f"{name:<12} {path.stat().st_size / 1024:7.1f} KB  {detail}")
+        # One damaged file (a bad install, a half-copied model) must not hide the others.
+        try:
+            meta = read_metadata(path.read_bytes())
+            detail = f"{len(meta.labels)} classes, {meta.input_size[0]}x{meta.input_size[1]}, {meta.quantization}" if meta else ""
+            size = f"{path.stat().st_size / 1024:7.1f} KB"
+        except (EdgeclsError, OSError) as exc:
+            detail, size = f"unreadable ({getattr(exc, 'strerror', None) or exc})", " " * 10
+        typer.echo(f"{name:<12} {size}  {detail}")
 
 
 def _register_workstation_commands() -> None:

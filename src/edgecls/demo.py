@@ -1,8 +1,88 @@
-"""`edgecls demo` (issue 8): placeholder."""
+"""`edgecls demo`: the whole pipeline, offline, on a small generated dataset, in a few minutes.
 
-from edgecls.errors import EdgeclsError
+Generate data -> train (edge-cnn) -> QAT int8 conversion with the parity report -> classify
+test images with the int8 file through the device runtime -> benchmark float vs int8.
+Everything goes through the same public APIs the CLI commands use.
+"""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import typer
+
+from edgecls.errors import EXIT_GATE, EdgeclsError
 
 
-def demo() -> None:
-    """Run the whole pipeline offline on a small built-in dataset (not implemented yet)."""
-    raise EdgeclsError("demo is not implemented yet")
+def _step(number: int, text: str) -> None:
+    typer.secho(f"\n[{number}/5] {text}", bold=True)
+
+
+def demo(
+    output: Path = typer.Option(Path("edgecls-demo"), "--output", "-o", help="Folder for everything the demo writes."),
+    per_class: int = typer.Option(150, "--per-class", min=20, help="Generated images per class."),
+    epochs: int = typer.Option(10, "--epochs", min=1, help="Training epochs."),
+    force: bool = typer.Option(False, "--force", help="Replace an existing demo folder."),
+) -> None:
+    """Run the whole pipeline offline on a small generated dataset: train, QAT int8, parity, classify, bench."""
+    from edgecls.bench_command import print_bench_table
+    from edgecls.convert.conversion import convert_run
+    from edgecls.convert.options import ConvertOptions
+    from edgecls.convert.report import print_report
+    from edgecls.demo_data import DESCRIPTION, make_demo_dataset
+    from edgecls.edge_runtime.batch import classify_paths
+    from edgecls.edge_runtime.bench import BenchSettings, run_bench
+    from edgecls.edge_runtime.classifier import TFLiteClassifier
+    from edgecls.report_format import write_records
+    from edgecls.train.options import TrainOptions
+    from edgecls.train.trainer import train_model
+
+    if output.exists() and any(output.iterdir()):
+        if not force:
+            raise EdgeclsError(f"{output} already exists and is not empty: pass --force to replace it, or --output elsewhere")
+        shutil.rmtree(output)
+    data_dir, run_dir = output / "data", output / "run"
+
+    _step(1, "Generating the demo dataset")
+    typer.echo(f"data: {DESCRIPTION}")
+    make_demo_dataset(data_dir, per_class=per_class)
+    typer.echo(f"wrote {3 * per_class} JPEGs to {data_dir}")
+
+    _step(2, "Training edge-cnn (94x94, float32) on a grouped, stratified split")
+    run = train_model(TrainOptions(model="edge-cnn", epochs=epochs, patience=epochs, tensorboard=False), data_dir, run_dir, echo=typer.echo)
+
+    _step(3, "Quantization-aware training and int8 export, with the float-vs-int8 parity report")
+    report = convert_run(run_dir, ConvertOptions(modes=("float32", "qat"), qat_epochs=2, command="edgecls demo"))
+    print_report(report)
+    files = {row.name: Path(report.output_dir) / row.file for row in report.rows if row.file and row.size_bytes}
+    int8_file = next(path for name, path in files.items() if "int8" in path.name)
+    float_file = next(path for name, path in files.items() if "float32" in path.name)
+
+    _step(4, f"Classifying test images with {int8_file.name} through the device runtime (no TensorFlow)")
+    test_keys = run.split_items("test").groupby("label").head(2)["key"]
+    paths = [Path(run.dataset.image_source(key)) for key in test_keys]
+    classifier = TFLiteClassifier(int8_file)
+    results = list(classify_paths(classifier, paths, top_k=2))
+    write_records(results, "table", None)
+    correct = sum(r.prediction.label == Path(r.path).parent.name for r in results if r.prediction)
+    typer.echo(f"{correct} of {len(results)} correct (true class = folder name)")
+
+    _step(5, "Benchmarking float32 vs int8 (single-image invoke latency)")
+    print_bench_table(run_bench([float_file, int8_file], BenchSettings(warmup=10, runs=200, threads=(1, 2))))
+
+    typer.secho("\nWritten:", bold=True)
+    for label, path in (
+        ("dataset", data_dir),
+        ("Keras model", run.model_path),
+        ("training report", run_dir / "report.md"),
+        ("plots", run_dir / "plots"),
+        ("float32 TFLite", float_file),
+        ("int8 TFLite", int8_file),
+        ("parity report", Path(report.output_dir) / "parity.md"),
+    ):
+        typer.echo(f"  {label:<16} {path}")
+    typer.echo(f"\nNext: edgecls classify --model {int8_file} IMAGE_OR_FOLDER   |   edgecls info {int8_file}")
+    if not report.gate_passed:
+        typer.echo(f"edgecls: {report.verdict}", err=True)
+        raise typer.Exit(EXIT_GATE)

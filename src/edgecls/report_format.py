@@ -42,7 +42,12 @@ def write_records(results: Sequence, fmt: str, output: Path | None) -> None:
     if output is None:
         sys.stdout.write(text)
     else:
-        write_text_atomic(output, text)
+        try:
+            write_text_atomic(output, text)
+        except OSError as exc:  # a folder, a read-only disk, a full card: complete or absent, and one line
+            from edgecls.errors import EdgeclsError
+
+            raise EdgeclsError(f"{output}: cannot write output ({exc.strerror or exc})") from None
 
 
 def raise_usage(message: str) -> None:

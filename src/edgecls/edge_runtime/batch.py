@@ -73,8 +73,9 @@ def iter_decoded(
     """Decode images in `workers` threads, in order, at most 4*workers ahead of the consumer.
 
     Pillow releases the GIL while decoding and resizing, so decode overlaps with invoke.
+    One image (the CLI's common case) is decoded inline: a pool would only add start-up time.
     """
-    if workers <= 1:
+    if workers <= 1 or len(paths) <= 1:
         for path in paths:
             yield path, _decode(path, size, channels)
         return

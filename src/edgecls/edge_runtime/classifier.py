@@ -62,20 +62,23 @@ class TFLiteClassifier:
 
     # -- model inspection -------------------------------------------------------------
     def _check_signature(self) -> None:
-        inputs = self.interpreter.get_input_details()
-        outputs = self.interpreter.get_output_details()
+        try:
+            inputs = self.interpreter.get_input_details()
+            outputs = self.interpreter.get_output_details()
+        except ValueError as exc:  # e.g. a tensor name that is not UTF-8: a damaged file
+            raise EdgeclsError(f"the model file is corrupt: cannot read its inputs and outputs ({exc})") from None
         if len(inputs) != 1 or len(outputs) != 1:
             raise EdgeclsError(
                 f"expected an image classifier with 1 input and 1 output, got {len(inputs)} and {len(outputs)}"
             )
         self.input_details, self.output_details = inputs[0], outputs[0]
         shape = tuple(int(d) for d in self.input_details["shape"])
-        if len(shape) != 4 or shape[3] not in (1, 3):
+        if len(shape) != 4 or shape[0] != 1 or min(shape) < 1 or shape[3] not in (1, 3):
             raise EdgeclsError(f"expected an image input of shape [1, H, W, 1 or 3], got {list(shape)}")
         if self.input_details["dtype"] not in _SUPPORTED_INPUT_TYPES:
             raise EdgeclsError(f"unsupported input type {np.dtype(self.input_details['dtype']).name}")
         out_shape = tuple(int(d) for d in self.output_details["shape"])
-        if len(out_shape) != 2 or out_shape[1] < 2:
+        if len(out_shape) != 2 or out_shape[0] != 1 or out_shape[1] < 2:
             raise EdgeclsError(f"expected class scores of shape [1, N>=2], got {list(out_shape)}")
         self.input_shape = shape
         self.num_classes = out_shape[1]
@@ -138,7 +141,8 @@ class TFLiteClassifier:
         """The cheapest operation that reproduces the lookup table exactly, checked on all 256 values.
 
         "xor": int8 input = pixel - 128 (the DESIGN.md full-int8 convention): flip the top bit of
-        the uint8 view, ~30x faster than a gather. "copy": uint8 input = pixel. "take1": one
+        the uint8 view, ~10x faster than a gather. "copy": uint8 input = pixel. "affine": float
+        input = (pixel - mean) / std in float32 arithmetic, ~4x faster than a gather. "take1": one
         table for all channels, one contiguous gather. "take": a gather per channel.
         """
         lut, pixels = self._input_lut, np.arange(256, dtype=np.uint8)
@@ -146,9 +150,22 @@ class TFLiteClassifier:
             return "xor"
         if lut.dtype == np.uint8 and all(np.array_equal(row, pixels) for row in lut):
             return "copy"
-        if all(np.array_equal(row, lut[0]) for row in lut[1:]):
-            return "take1"
-        return "take"
+        if not all(np.array_equal(row, lut[0]) for row in lut[1:]):
+            return "take"
+        if lut.dtype == np.float32 and len(set(self.metadata.mean)) == 1 and len(set(self.metadata.std)) == 1:
+            self._affine = (np.float32(self.metadata.mean[0]), np.float32(self.metadata.std[0]))
+            with np.errstate(all="ignore"):
+                probe = self._apply_affine(pixels, np.empty(256, np.float32))
+            if np.isfinite(self._affine).all() and np.array_equal(probe, lut[0]):
+                return "affine"
+        return "take1"
+
+    def _apply_affine(self, image: np.ndarray, out: np.ndarray) -> np.ndarray:
+        mean, std = self._affine
+        if mean:
+            np.subtract(image, mean, out=out, dtype=np.float32)
+            return np.divide(out, std, out=out)
+        return np.divide(image, std, out=out, dtype=np.float32)
 
     # -- inference --------------------------------------------------------------------
     def new_input_buffer(self) -> np.ndarray:
@@ -168,6 +185,8 @@ class TFLiteClassifier:
             np.bitwise_xor(image, 0x80, out=out[0].view(np.uint8))
         elif mode == "copy":
             np.copyto(out[0], image)
+        elif mode == "affine":
+            self._apply_affine(image, out[0])
         elif mode == "take1":
             np.take(self._input_lut[0], image, out=out[0])
         else:
@@ -177,8 +196,12 @@ class TFLiteClassifier:
 
     def scores(self, model_input: np.ndarray) -> np.ndarray:
         """Invoke on a prepared input tensor; return class probabilities as float32."""
-        self.interpreter.set_tensor(self.input_details["index"], model_input)
-        self.interpreter.invoke()
+        try:
+            self.interpreter.set_tensor(self.input_details["index"], model_input)
+            self.interpreter.invoke()
+        except (RuntimeError, ValueError) as exc:  # a kernel that refuses this (damaged) model
+            first = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__
+            raise EdgeclsError(f"the interpreter cannot run this model ({first})") from None
         raw = self.interpreter.get_tensor(self.output_details["index"])[0]
         if raw.dtype != np.float32:
             scale, zero_point = self.output_details["quantization"]
@@ -226,7 +249,15 @@ def _read_model_file(path: Path) -> bytes:
         raise EdgeclsError(f"{path}: no such model file")
     if path.is_dir():
         raise EdgeclsError(f"{path}: is a directory, not a .tflite model")
+    if not path.is_file():  # reading a named pipe would block forever
+        raise EdgeclsError(f"{path}: not a regular file (a pipe, socket or device), not a .tflite model")
     try:
-        return path.read_bytes()
+        with open(path, "rb") as file:
+            head = file.read(8)
+            if not is_tflite(head):  # don't read a multi-GB video into a Pi's memory to say so
+                raise EdgeclsError(f"{path}: not a TFLite model (no TFL3 identifier)")
+            return head + file.read()
     except OSError as exc:
         raise EdgeclsError(f"{path}: cannot read model ({exc.strerror or exc})") from None
+    except MemoryError:
+        raise EdgeclsError(f"{path}: too large to load as a model") from None

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
+import struct
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -23,6 +25,7 @@ TFLITE_IDENTIFIER = b"TFL3"
 
 # Field slots of the TFLite schema (tensorflow/compiler/mlir/lite/schema/schema.fbs):
 # vtable offset = 4 + 2 * field index.
+_MODEL_SUBGRAPHS = 4 + 2 * 2
 _MODEL_BUFFERS = 4 + 2 * 4
 _MODEL_METADATA = 4 + 2 * 6
 _METADATA_NAME = 4 + 2 * 0
@@ -60,15 +63,56 @@ class ModelMetadata:
     @classmethod
     def from_json(cls, text: str | bytes) -> "ModelMetadata":
         doc = json.loads(text)
+        if not isinstance(doc, dict):
+            raise ValueError(f"expected a JSON object, got a JSON {type(doc).__name__}")
         known = {f.name for f in dataclasses.fields(cls)}
         kwargs = {k: v for k, v in doc.items() if k in known}
+        if not isinstance(kwargs.get("labels"), list) or not isinstance(kwargs.get("input_size"), list):
+            raise ValueError("'labels' and 'input_size' must both be lists")
         kwargs["input_size"] = tuple(int(v) for v in kwargs["input_size"])
         kwargs["labels"] = [str(label) for label in kwargs["labels"]]
-        return cls(**kwargs)
+        meta = cls(**kwargs)
+        meta.check()
+        return meta
+
+    def check(self) -> None:
+        """Raise ValueError for values no model can use (what a hand-edited or damaged file has)."""
+        if len(self.input_size) != 2 or min(self.input_size) < 1:
+            raise ValueError(f"input_size must be [height, width], got {list(self.input_size)}")
+        if type(self.channels) is not int or self.channels not in (1, 3):
+            raise ValueError(f"channels must be 1 or 3, got {self.channels!r}")
+        for name in ("mean", "std"):
+            values = getattr(self, name)
+            if (
+                not isinstance(values, list)
+                or len(values) not in (1, self.channels)
+                or not all(type(v) in (int, float) and math.isfinite(v) for v in values)
+            ):
+                raise ValueError(f"{name} must be 1 or {self.channels} finite numbers, got {values!r:.80}")
+        if 0 in self.std:
+            raise ValueError(f"std must not contain 0, got {self.std}")
+        if self.output not in ("probabilities", "logits"):
+            raise ValueError(f"output must be 'probabilities' or 'logits', got {self.output!r:.40}")
+        for name in ("metrics", "provenance"):
+            if not isinstance(getattr(self, name), dict):
+                raise ValueError(f"{name} must be a JSON object")
 
 
 def is_tflite(model_bytes: bytes) -> bool:
     return len(model_bytes) >= 8 and bytes(model_bytes[4:8]) == TFLITE_IDENTIFIER
+
+
+def subgraph_count(model_bytes: bytes) -> int:
+    """How many subgraphs the flatbuffer lists; 0 when it cannot be read (a damaged file)."""
+    if not is_tflite(model_bytes):
+        return 0
+    buf = memoryview(model_bytes)
+    try:
+        model = table.Table(buf, encode.Get(number_types.UOffsetTFlags.packer_type, buf, 0))
+        offset = model.Offset(_MODEL_SUBGRAPHS)
+        return model.VectorLen(offset) if offset else 0
+    except (IndexError, ValueError, TypeError, struct.error, OverflowError):
+        return 0
 
 
 def read_metadata_entries(model_bytes: bytes) -> dict[str, bytes]:
@@ -97,7 +141,8 @@ def read_metadata_entries(model_bytes: bytes) -> dict[str, bytes]:
             if index < buf_len:
                 entries[name] = _buffer_bytes(model_bytes, model, table.Table(buf, model.Indirect(buf_vec + 4 * index)))
         return entries
-    except (IndexError, ValueError, UnicodeDecodeError, TypeError) as exc:
+    except (IndexError, ValueError, UnicodeDecodeError, TypeError, struct.error, OverflowError) as exc:
+        # struct.error: an offset pointing outside the file (a truncated or damaged copy).
         raise EdgeclsError(f"corrupt TFLite flatbuffer ({exc})") from None
 
 
@@ -122,8 +167,9 @@ def read_metadata(model_bytes: bytes) -> ModelMetadata | None:
         return None
     try:
         return ModelMetadata.from_json(raw)
-    except (ValueError, KeyError, TypeError) as exc:
-        raise EdgeclsError(f"model metadata '{METADATA_NAME}' is unreadable ({exc})") from None
+    except (ValueError, KeyError, TypeError, OverflowError, RecursionError) as exc:
+        reason = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__
+        raise EdgeclsError(f"model metadata '{METADATA_NAME}' is unreadable ({reason})") from None
 
 
 def write_metadata(model_bytes: bytes, metadata: ModelMetadata) -> bytes:

@@ -9,6 +9,8 @@ the model's input type is the classifier's job (a lookup table, see classifier.p
 from __future__ import annotations
 
 import os
+import stat
+import struct
 import warnings
 from pathlib import Path
 
@@ -34,11 +36,22 @@ def load_image(path: str | os.PathLike, size: tuple[int, int], channels: int = 3
     the EXIF orientation is applied; JPEGs are decoded at a reduced DCT scale when the file
     is much larger than `size`, which is several times faster and no worse after the resize.
     """
+    shown = _shown(path)
     try:
+        mode = os.stat(path).st_mode
+        if stat.S_ISDIR(mode):
+            raise IsADirectoryError(path)
+        if not stat.S_ISREG(mode):
+            # Opening a named pipe would block forever; a device is not an image file either.
+            raise ImageError(f"{shown}: not a regular file (a pipe, socket or device)")
         with warnings.catch_warnings():
             # Pillow only warns between 1x and 2x its pixel limit; treat a likely bomb as an error.
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             with Image.open(path) as img:
+                # Checked here too: warning filters are process-wide, so with decode threads the
+                # filter above can be undone by another thread leaving its own catch_warnings().
+                if Image.MAX_IMAGE_PIXELS and img.width * img.height > Image.MAX_IMAGE_PIXELS:
+                    raise Image.DecompressionBombError(f"{img.width}x{img.height} pixels")
                 if img.format == "JPEG":
                     # draft() keeps both sides >= the request, so the resize below still downsamples.
                     img.draft("RGB" if channels == 3 else "L", (size[1], size[0]))
@@ -47,15 +60,21 @@ def load_image(path: str | os.PathLike, size: tuple[int, int], channels: int = 3
     except ImageError:
         raise
     except FileNotFoundError:
-        raise ImageError(f"{path}: no such file") from None
+        raise ImageError(f"{shown}: no such file") from None
     except IsADirectoryError:
-        raise ImageError(f"{path}: is a directory, not an image") from None
+        raise ImageError(f"{shown}: is a directory, not an image") from None
     except (Image.DecompressionBombError, Image.DecompressionBombWarning):
-        raise ImageError(f"{path}: image is too large to decode safely (decompression bomb?)") from None
+        raise ImageError(f"{shown}: image is too large to decode safely (decompression bomb?)") from None
     except Image.UnidentifiedImageError:
-        raise ImageError(f"{path}: not an image Pillow can read") from None
-    except (OSError, SyntaxError, ValueError, TypeError, EOFError, MemoryError) as exc:
-        raise ImageError(f"{path}: cannot decode image ({_reason(exc)})") from None
+        raise ImageError(f"{shown}: not an image Pillow can read") from None
+    except OSError as exc:
+        if exc.filename is not None and exc.strerror:  # the file system's error, not the decoder's
+            raise ImageError(f"{shown}: cannot read file ({exc.strerror})") from None
+        raise ImageError(f"{shown}: cannot decode image ({_reason(exc)})") from None
+    # The rest are what Pillow's decoders raise on damaged data (struct.error, IndexError and
+    # KeyError come from hand-rolled header parsers such as TIFF's and EXIF's).
+    except (SyntaxError, ValueError, TypeError, EOFError, MemoryError, struct.error, IndexError, KeyError, ZeroDivisionError) as exc:
+        raise ImageError(f"{shown}: cannot decode image ({_reason(exc)})") from None
 
 
 def prepare_image(img: Image.Image | np.ndarray, size: tuple[int, int], channels: int = 3) -> np.ndarray:
@@ -97,11 +116,19 @@ def _to_uint8(array: np.ndarray) -> np.ndarray:
     if array.dtype == np.uint8:
         return array
     if np.issubdtype(array.dtype, np.floating):
-        hi = 1.0 if array.size and float(np.nanmax(array)) <= 1.0 else 255.0
-        return np.clip(np.nan_to_num(array) * (255.0 / hi), 0, 255).astype(np.uint8)
+        # NaN and infinities (a damaged float TIFF) must not print numpy warnings: ignore them here.
+        with np.errstate(all="ignore"):
+            peak = float(np.max(array, initial=0.0, where=np.isfinite(array)))
+            hi = 1.0 if peak <= 1.0 else 255.0
+            return np.clip(np.nan_to_num(array) * (255.0 / hi), 0, 255).astype(np.uint8)
     if array.size and int(array.max()) > 255:
         return (np.clip(array, 0, 65535) // 257).astype(np.uint8)
     return np.clip(array, 0, 255).astype(np.uint8)
+
+
+def _shown(path: str | os.PathLike) -> str:
+    # Non-UTF-8 file names still print: undecodable bytes become escapes, not a UnicodeEncodeError.
+    return os.fsdecode(path).encode("utf-8", "backslashreplace").decode("utf-8")
 
 
 def _reason(exc: BaseException) -> str:

@@ -1,13 +1,127 @@
-"""`edgecls train` and `edgecls evaluate` (issue 3): placeholders until training lands."""
+"""`edgecls train` and `edgecls evaluate`. TensorFlow is imported inside the commands only,
+so registering them keeps `edgecls --help` light (the model names come from a TF-free registry)."""
 
-from edgecls.errors import EdgeclsError
+from __future__ import annotations
+
+import sys
+from enum import Enum
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from edgecls.train.models import list_models
+from edgecls.train.options import TrainOptions
+
+_DEFAULTS = TrainOptions()
 
 
-def train(data: str) -> None:
-    """Train a classifier (not implemented yet)."""
-    raise EdgeclsError("train is not implemented yet")
+class Imbalance(str, Enum):
+    class_weights = "class-weights"
+    balanced_sampling = "balanced-sampling"
+    none = "none"
 
 
-def evaluate(model: str, data: str) -> None:
-    """Evaluate a model on a dataset (not implemented yet)."""
-    raise EdgeclsError("evaluate is not implemented yet")
+class DataFormat(str, Enum):
+    auto = "auto"
+    ham10000 = "ham10000"
+    folders = "folders"
+    hmnist = "hmnist"
+
+
+class Strategy(str, Enum):
+    default = "default"
+    mirrored = "mirrored"
+
+
+class MixedPrecision(str, Enum):
+    auto = "auto"
+    on = "on"
+    off = "off"
+
+
+class Monitor(str, Enum):
+    val_balanced_accuracy = "val_balanced_accuracy"
+    val_auc = "val_auc"
+    val_accuracy = "val_accuracy"
+    val_loss = "val_loss"
+
+
+class Schedule(str, Enum):
+    cosine = "cosine"
+    plateau = "plateau"
+
+
+class SplitName(str, Enum):
+    test = "test"
+    val = "val"
+    train = "train"
+    all = "all"
+
+
+def train(
+    data: Path = typer.Argument(..., help="Dataset: a HAM10000 folder (or its metadata CSV), a folder with one subfolder per class, or an HMNIST CSV.", show_default=False),
+    output: Path = typer.Option(..., "--output", "-o", help="Run folder to write: model.keras, config, split, history, metrics, report.", show_default=False),
+    model: str = typer.Option(_DEFAULTS.model, "--model", "-m", help=f"Architecture: {', '.join(list_models())}."),
+    epochs: Optional[int] = typer.Option(None, "--epochs", "-e", min=1, help=f"Most epochs to train (early stopping may end sooner) (default: {_DEFAULTS.epochs}; with --resume, the run's)."),
+    image_size: int = typer.Option(_DEFAULTS.image_size, "--image-size", min=16, help="Square input size in pixels."),
+    batch_size: int = typer.Option(_DEFAULTS.batch_size, "--batch-size", "-b", min=1, help="Images per step (global, across devices)."),
+    lr: float = typer.Option(_DEFAULTS.learning_rate, "--lr", help="Peak learning rate (Adam)."),
+    lr_schedule: Schedule = typer.Option(_DEFAULTS.lr_schedule, "--lr-schedule", help="cosine: warmup then cosine decay; plateau: halve when --monitor stalls."),
+    imbalance: Imbalance = typer.Option(_DEFAULTS.imbalance, "--imbalance", help="Class imbalance: softened class weights in the loss, balanced sampling, or none."),
+    augment: bool = typer.Option(_DEFAULTS.augment, "--augment/--no-augment", help="Flips, rotations and colour jitter on training images."),
+    data_format: DataFormat = typer.Option(DataFormat.auto, "--format", help="Dataset layout; auto detects it."),
+    monitor: Monitor = typer.Option(_DEFAULTS.monitor, "--monitor", help="Validation metric (inference mode) that picks the best epoch and stops early."),
+    patience: int = typer.Option(_DEFAULTS.patience, "--patience", min=1, help="Epochs without improvement before stopping."),
+    val_fraction: float = typer.Option(_DEFAULTS.val_fraction, "--val-fraction", help="Share of images (by lesion/duplicate group) for validation."),
+    test_fraction: float = typer.Option(_DEFAULTS.test_fraction, "--test-fraction", help="Share of images held out for the final test."),
+    limit: Optional[int] = typer.Option(None, "--limit", min=10, help="Use a stratified subset of about this many images (quick trials)."),
+    weights: Optional[str] = typer.Option(None, "--weights", help="Start from 'imagenet' (mobilenetv2*) or a weights file."),
+    seed: int = typer.Option(_DEFAULTS.seed, "--seed", help="Seed for the split, shuffling, augmentation and initial weights."),
+    strategy: Strategy = typer.Option(_DEFAULTS.strategy, "--strategy", help="mirrored: data-parallel over all local GPUs."),
+    mixed_precision: MixedPrecision = typer.Option(_DEFAULTS.mixed_precision, "--mixed-precision", help="float16 compute; auto = on when a GPU is present."),
+    resume: bool = typer.Option(False, "--resume", help="Continue an interrupted (or finished, with more --epochs) run in OUTPUT."),
+    force: bool = typer.Option(False, "--force", help="Replace the run already in OUTPUT."),
+) -> None:
+    """Train a classifier: split the dataset, train, keep the best epoch, evaluate on val and test."""
+    from edgecls.train import run as runs
+    from edgecls.train.trainer import train_model
+
+    if resume and epochs is None and runs.is_run_dir(output):
+        epochs = runs.load_run(output).options.epochs
+    options = TrainOptions(
+        model=model, image_size=image_size, epochs=epochs or _DEFAULTS.epochs, batch_size=batch_size,
+        learning_rate=lr, lr_schedule=lr_schedule.value, imbalance=imbalance.value, augment=augment,
+        data_format=data_format.value, monitor=monitor.value, patience=patience, val_fraction=val_fraction,
+        test_fraction=test_fraction, limit=limit, weights=weights, seed=seed, strategy=strategy.value,
+        mixed_precision=mixed_precision.value, resume=resume, force=force,
+        verbose=1 if sys.stdout.isatty() else 2,
+    )  # fmt: skip
+    train_model(options, data, output, echo=typer.echo)
+    _list_files(output)
+
+
+def evaluate(
+    model: Path = typer.Argument(..., help="A .keras or .tflite model, or a run folder (its model.keras).", show_default=False),
+    data: Optional[Path] = typer.Argument(None, help="Dataset to evaluate on (default: the run's dataset).", show_default=False),
+    run: Optional[Path] = typer.Option(None, "--run", help="Run folder whose split.csv defines --split (a run folder MODEL is its own run)."),
+    split: Optional[SplitName] = typer.Option(None, "--split", help="Which images: test, val, train or all (default: test with a run, else all)."),
+    output: Optional[Path] = typer.Option(None, "--output", "-o", help="Report folder (default: RUN/evaluate/<model>-<split>)."),
+    data_format: DataFormat = typer.Option(DataFormat.auto, "--format", help="Dataset layout; auto detects it."),
+) -> None:
+    """Evaluate a Keras or TFLite model on a dataset: metrics.json, plots, report.md."""
+    from edgecls.train.evaluate import evaluate_model_file
+
+    written = evaluate_model_file(model, data=data, run_dir=run, split=split.value if split else None,
+                                  output=output, data_format=data_format.value, echo=typer.echo)  # fmt: skip
+    typer.echo(f"wrote {len(written)} files to {written[0].parent}: " + ", ".join(p.name for p in written))
+
+
+def _list_files(run_dir: Path) -> None:
+    typer.echo(f"run folder {run_dir}:")
+    for path in sorted(Path(run_dir).iterdir()):
+        if path.is_dir():
+            count = sum(1 for p in path.rglob("*") if p.is_file())
+            typer.echo(f"  {path.name}/  ({count} files)")
+        else:
+            typer.echo(f"  {path.name}  {path.stat().st_size / 1024:.1f} KB")

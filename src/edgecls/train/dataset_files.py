@@ -209,7 +209,8 @@ def read_ham10000(path: Path) -> Found:
         )
     image_id = table["image_id"].str.strip()
     dx = table["dx"].str.strip().str.lower()
-    lesion_id = table["lesion_id"].str.strip() if "lesion_id" in table.columns else pd.Series("", index=table.index)
+    no_lesions = pd.Series("", index=table.index)
+    lesion_id = table["lesion_id"].str.strip() if "lesion_id" in table.columns else no_lesions
     _check_dx(csv_path, image_id, dx)
 
     skips = SkipLog()

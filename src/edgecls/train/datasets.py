@@ -135,12 +135,14 @@ class Dataset:
         if values.size and np.issubdtype(values.dtype, np.integer):
             bad = values[(values < 0) | (values >= len(self.items))]
             if bad.size:
-                raise EdgeclsError(f"{self.name}: row positions out of range 0..{len(self.items) - 1}: {bad[:5].tolist()}")
+                last = len(self.items) - 1
+                raise EdgeclsError(f"{self.name}: row positions out of range 0..{last}: {bad[:5].tolist()}")
             return values.astype(np.intp)
         positions = pd.Index(self.items["key"]).get_indexer(values.astype(str))
         unknown = values[positions < 0]
         if unknown.size:
-            raise EdgeclsError(f"{self.name}: {unknown.size} keys not in the dataset (e.g. {', '.join(map(str, unknown[:3]))})")
+            examples = ", ".join(map(str, unknown[:3]))
+            raise EdgeclsError(f"{self.name}: {unknown.size} keys not in the dataset (e.g. {examples})")
         return positions
 
 
@@ -166,7 +168,9 @@ def load_dataset(path: str | os.PathLike, fmt: str = "auto") -> Dataset:
     notes: list[str] = []
     if requested.is_file():
         if fmt == "folders":
-            raise EdgeclsError(f"{requested} is a file; the folders format needs a folder with one subfolder per class")
+            raise EdgeclsError(
+                f"{requested} is a file; the folders format needs a folder with one subfolder per class"
+            )
         target = requested
         fmt = _csv_format(requested) if fmt == "auto" else fmt
     else:
@@ -206,7 +210,9 @@ def _look_through_wrappers(folder: Path, notes: list[str]) -> Path:
     while True:
         entries = visible_entries(folder)
         if not entries:
-            raise EdgeclsError(f"{folder} is empty: expected class folders, a HAM10000_metadata.csv or an hmnist_*.csv")
+            raise EdgeclsError(
+                f"{folder} is empty: expected class folders, a HAM10000_metadata.csv or an hmnist_*.csv"
+            )
         if len(entries) != 1 or not entries[0].is_dir(follow_symlinks=False):
             break
         inner = visible_entries(Path(entries[0].path))
@@ -244,6 +250,7 @@ def read_hmnist(path: Path) -> Found:
         skips.add(INVALID_PIXELS, f"row:{row}", labels[row])
     rows_kept = np.flatnonzero(valid)
     pixels = values[valid].astype(np.uint8).reshape(-1, *shape)
+    pixels.flags.writeable = False  # image_source hands out views; nobody may edit the dataset through them
     keys = [f"row:{row}" for row in rows_kept]
     rows = pd.DataFrame(
         {
@@ -273,7 +280,8 @@ def _hmnist_shape(csv_path: Path, n_pixels: int) -> tuple[int, int, int]:
     if named:
         shape = (int(named[1]), int(named[2]), 3 if named[3].lower() == "rgb" else 1)
         if shape[0] * shape[1] * shape[2] != n_pixels:
-            raise EdgeclsError(f"{csv_path}: {n_pixels} pixel columns, but the name says {shape[0]}x{shape[1]}x{shape[2]}")
+            named_shape = "x".join(map(str, shape))
+            raise EdgeclsError(f"{csv_path}: {n_pixels} pixel columns, but the name says {named_shape}")
         return shape
     for channels in (1, 3):  # n = s*s and n = 3*t*t cannot both hold, so this is unambiguous
         side = int(round((n_pixels / channels) ** 0.5))
@@ -285,7 +293,8 @@ def _hmnist_shape(csv_path: Path, n_pixels: int) -> tuple[int, int, int]:
 def _hmnist_labels(csv_path: Path, raw: np.ndarray) -> np.ndarray:
     empty = np.isnan(raw)
     if empty.any():
-        raise EdgeclsError(f"{csv_path}: {int(empty.sum())} rows have an empty label (e.g. row:{int(np.argmax(empty))})")
+        first = int(np.argmax(empty))
+        raise EdgeclsError(f"{csv_path}: {int(empty.sum())} rows have an empty label (e.g. row:{first})")
     if not (raw == np.round(raw)).all():
         raise EdgeclsError(f"{csv_path}: labels must be integers; found {raw[raw != np.round(raw)][:3].tolist()}")
     codes = raw.astype(np.int64)
@@ -317,7 +326,9 @@ def _assemble(found: Found, name: str, fmt: str) -> Dataset:
             "Add images or remove the class"
         )
     if len(counts) < 2:
-        raise EdgeclsError(f"{found.source}: need at least 2 classes, found only {counts.index[0]!r} ({counts.iloc[0]} images)")
+        raise EdgeclsError(
+            f"{found.source}: need at least 2 classes, found only {counts.index[0]!r} ({counts.iloc[0]} images)"
+        )
 
     labels = sorted(counts.index)
     rows = rows.assign(
@@ -328,7 +339,10 @@ def _assemble(found: Found, name: str, fmt: str) -> Dataset:
     mixed = duplicated.groupby("digest")["label"].nunique()
     if (mixed > 1).any():
         example = duplicated[duplicated["digest"] == mixed[mixed > 1].index[0]]["key"].head(2)
-        message = f"{int((mixed > 1).sum())} sets of byte-identical images carry different labels (e.g. {', '.join(example)})"
+        message = (
+            f"{int((mixed > 1).sum())} sets of byte-identical images carry different labels "
+            f"(e.g. {', '.join(example)})"
+        )
         found.notes.append(message)
         warnings.warn(f"{name}: {message}", stacklevel=3)
     extra = [c for c in rows.columns if c not in ("key", "label", "label_index", "group", "digest")]
@@ -354,11 +368,15 @@ def merge_duplicate_groups(groups: pd.Series, digests: pd.Series) -> pd.Series:
     A bipartite graph (group nodes, digest nodes, one edge per image) whose connected
     components are the merged groups.
     """
-    group_codes, group_names = pd.factorize(groups)
+    # sort=True numbers group names in sorted order, so the smallest code is the smallest name.
+    group_codes, group_names = pd.factorize(groups, sort=True)
     digest_codes, digest_names = pd.factorize(digests)
     n_nodes = len(group_names) + len(digest_names)
     edges = coo_matrix(
         (np.ones(len(groups)), (group_codes, len(group_names) + digest_codes)), shape=(n_nodes, n_nodes)
     )
     _, component = connected_components(edges, directed=False)
-    return pd.Series(groups.to_numpy(), index=groups.index).groupby(component[group_codes]).transform("min")
+    item_component = component[group_codes]
+    smallest = np.full(component.max() + 1, len(group_names))
+    np.minimum.at(smallest, item_component, group_codes)
+    return pd.Series(np.asarray(group_names, dtype=object)[smallest[item_component]], index=groups.index)

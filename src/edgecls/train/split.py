@@ -169,21 +169,22 @@ def load_split(path: str | os.PathLike, dataset) -> pd.Series:
         raise EdgeclsError(f"{file}: {len(repeated)} keys appear twice (e.g. {repeated.iloc[0]})")
     bad = sorted(set(table["split"]) - set(SPLITS))
     if bad:
-        raise EdgeclsError(f"{file}: split values must be {', '.join(SPLITS)}; found {', '.join(map(repr, bad[:5]))}")
+        found = ", ".join(map(repr, bad[:5]))
+        raise EdgeclsError(f"{file}: split values must be {', '.join(SPLITS)}; found {found}")
 
     items = dataset.items
     table = table.set_index("key")
     unknown = table.index.difference(items["key"], sort=False)
     if len(unknown):
         raise EdgeclsError(
-            f"{file}: {len(unknown)} of its {len(table)} images are not in the dataset (e.g. {', '.join(unknown[:3])}); "
-            "the dataset changed since the split was made"
+            f"{file}: {len(unknown)} of its {len(table)} images are not in the dataset "
+            f"(e.g. {', '.join(unknown[:3])}); the dataset changed since the split was made"
         )
     absent = items["key"][~items["key"].isin(table.index)]
     if len(absent):
         raise EdgeclsError(
-            f"{file}: {len(absent)} images of the dataset are not in the split (e.g. {', '.join(absent.head(3))}); "
-            "the dataset changed since the split was made"
+            f"{file}: {len(absent)} images of the dataset are not in the split "
+            f"(e.g. {', '.join(absent.head(3))}); the dataset changed since the split was made"
         )
     aligned = table.loc[items["key"]]
     relabelled = aligned["label"].to_numpy() != items["label"].to_numpy()

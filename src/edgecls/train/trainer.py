@@ -73,8 +73,19 @@ def split_summary(dataset, split: pd.Series) -> str:
     table = pd.crosstab(dataset.items["label"], split.to_numpy()).reindex(columns=["train", "val", "test"], fill_value=0)
     sizes = ", ".join(f"{name} {int(table[name].sum())}" for name in table.columns)
     lines = [f"split: {sizes} images (grouped by {'lesion' if dataset.format == 'ham10000' else 'duplicate set'})"]
-    lines += ["  " + line for line in table.to_string().splitlines()[1:]]
+    width = max(len(str(label)) for label in table.index)
+    lines.append(f"  {'':<{width}}  {'train':>7} {'val':>7} {'test':>7}")
+    lines += [f"  {label:<{width}}  " + " ".join(f"{int(n):>7}" for n in row) for label, row in table.iterrows()]
     return "\n".join(lines)
+
+
+def _have_tensorboard(echo: Echo) -> bool:
+    import importlib.util
+
+    if importlib.util.find_spec("tensorboard") is None:
+        echo("note: TensorBoard is not installed (pip install tensorboard): no logs/ written")
+        return False
+    return True
 
 
 def class_weights(labels: np.ndarray, num_classes: int, power: float) -> dict[int, float]:
@@ -137,13 +148,17 @@ def fit_model(options: TrainOptions, dataset, split: pd.Series, run_dir: Path, e
         echo(f"model: {options.model}, {model.count_params():,} parameters, input {options.image_size}x{options.image_size}x3"
              f"{', mixed precision' if mixed else ''}{f', {strategy.num_replicas_in_sync} replicas' if options.strategy == 'mirrored' else ''}")  # fmt: skip
         saver = cb.BestWeights(best_path, options.monitor, best, best_epoch)
-        callbacks = [cb.ValidationMetrics(val_data, targets["val"], labels), saver,
+        # A fixed random sample of training images, unaugmented, for the BatchNorm statistics.
+        sample = np.random.default_rng(options.seed).permutation(len(targets["train"]))[: 16 * options.batch_size]
+        stats_data = evaluation_dataset(tf, [sources["train"][i] for i in sample], targets["train"][sample],
+                                        options.size, options.batch_size)  # fmt: skip
+        callbacks = [cb.PreciseBatchNorm(stats_data), cb.ValidationMetrics(val_data, targets["val"], labels), saver,
                      cb.early_stopping(options.monitor, options.patience), cb.HistoryWriter(run_dir / runs.HISTORY_FILE, history)]  # fmt: skip
         if options.lr_schedule == "plateau":
             callbacks.insert(1, keras.callbacks.ReduceLROnPlateau(
                 options.monitor, mode="min" if options.monitor.endswith("loss") else "max",
                 factor=0.5, patience=max(1, options.patience // 3), min_lr=options.learning_rate / 100))  # fmt: skip
-        if options.tensorboard:
+        if options.tensorboard and _have_tensorboard(echo):
             callbacks.append(keras.callbacks.TensorBoard(run_dir / runs.LOGS_DIR, write_graph=False, profile_batch=0))
         callbacks += extra_callbacks
         # Last, so a backup is only taken once the epoch's history and best weights are on disk.

@@ -1,0 +1,1 @@
+"""pytest-benchmark suite (a package, so its conftest never shadows tests/conftest.py)."""

@@ -1,0 +1,81 @@
+"""(a) One image through the interpreter: float32 vs full-int8 of the same edge-cnn model.
+
+(d) The baseline a user would otherwise reach for: Keras `model.predict` on one image.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from benchmarks.bench_util import interleaved_medians, median_s, record
+
+from edgecls.edge_runtime.classifier import TFLiteClassifier, default_threads
+
+THREADS = sorted({1, default_threads()})
+
+
+def _image(seed: int = 0) -> np.ndarray:
+    return np.random.default_rng(seed).integers(0, 256, (94, 94, 3), dtype=np.uint8)
+
+
+def _invoker(classifier: TFLiteClassifier):
+    image, buffer = _image(), classifier.new_input_buffer()
+    return lambda: classifier.scores(classifier.to_input(image, buffer))
+
+
+@pytest.mark.parametrize("threads", THREADS)
+@pytest.mark.parametrize("mode", ["float32", "int8"])
+def test_invoke(benchmark, edge_models, mode, threads):
+    classifier = TFLiteClassifier(edge_models[mode], num_threads=threads)
+    benchmark.group = f"invoke, {threads} thread(s)"
+    scores = benchmark(_invoker(classifier))
+    assert scores.shape == (7,) and abs(float(scores.sum()) - 1.0) < 0.05
+    median = median_s(benchmark)
+    figures = {
+        "threads": threads,
+        "file_kb": round(classifier.file_size / 1024, 1),
+        "input_dtype": np.dtype(classifier.input_details["dtype"]).name,
+        "to_input_mode": classifier._input_mode,
+        "median_ms": median * 1000 if median else None,
+        "images_per_s": 1 / median if median else None,
+    }
+    if mode == "int8":
+        # Same conditions for both: alternate float and int8 invokes (the machine's load drifts).
+        other = TFLiteClassifier(edge_models["float32"], num_threads=threads)
+        ab = interleaved_medians({"float32": _invoker(other), "int8": _invoker(classifier)})
+        figures |= {
+            "ab_float32_ms": ab["float32"],
+            "ab_int8_ms": ab["int8"],
+            "int8_speed_vs_float": ab["float32"] / ab["int8"],
+            "int8_size_vs_float": classifier.file_size / other.file_size,
+            "target": "int8 invoke no slower than float; int8 file <= 0.3x float",
+        }
+    record(benchmark, figures, f"invoke {mode} {threads}t")
+
+
+def test_keras_predict_baseline(benchmark, edge_models):
+    """Keras `model.predict` on one image (float), against the float .tflite on one thread."""
+    from edgecls.train.tf_env import import_tf
+
+    _, keras = import_tf()
+    model = keras.models.load_model(edge_models["keras"], compile=False)
+    x = (_image()[None].astype(np.float32)) / 255.0
+    benchmark.group = "keras baseline"
+    probabilities = benchmark.pedantic(lambda: model.predict(x, verbose=0), rounds=20, warmup_rounds=3)
+    assert probabilities.shape == (1, 7)
+    tflite = _invoker(TFLiteClassifier(edge_models["float32"], num_threads=1))
+    ab = interleaved_medians(
+        {"keras_predict": lambda: model.predict(x, verbose=0), "keras_call": lambda: model(x, training=False), "tflite_float32": tflite},
+        rounds=20,
+        warmup=3,
+    )
+    record(
+        benchmark,
+        {
+            "predict_ms": ab["keras_predict"],
+            "direct_call_ms": ab["keras_call"],
+            "tflite_float32_1t_ms": ab["tflite_float32"],
+            "tflite_speedup_vs_predict": ab["keras_predict"] / ab["tflite_float32"],
+        },
+        "keras predict baseline",
+    )

@@ -1,0 +1,80 @@
+"""Embed `ModelMetadata` in each converted file and write it atomically: one file is all a
+device needs (labels, input size, normalisation, and how far to trust it)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from edgecls.convert.parity import ParityReport, ParityRow
+from edgecls.edge_runtime.metadata import ModelMetadata, write_metadata
+from edgecls.io import write_bytes_atomic
+
+# DESIGN.md model conventions: float input is pixel / 255, output softmax probabilities.
+MEAN = [0.0, 0.0, 0.0]
+STD = [255.0, 255.0, 255.0]
+
+
+def model_metadata(report: ParityReport, row: ParityRow, output: str = "probabilities") -> ModelMetadata:
+    """Metadata for one file; before parity is measured the metrics are simply empty."""
+    return ModelMetadata(
+        labels=list(report.labels),
+        input_size=tuple(report.image_size),
+        channels=3,
+        mean=list(MEAN),
+        std=list(STD),
+        output=output,
+        name=report.model,
+        dataset=report.dataset,
+        quantization=row.details.get("quantization", row.name),
+        created=report.created,
+        edgecls_version=report.edgecls_version,
+        metrics=_metrics(report, row),
+        provenance=_provenance(report, row),
+    )
+
+
+def _metrics(report: ParityReport, row: ParityRow) -> dict:
+    if row.accuracy is None:
+        return {}
+    reference = report.reference
+    metrics = {
+        "split": "test",
+        "test_images": report.test_images,
+        "accuracy": row.accuracy,
+        "balanced_accuracy": row.balanced_accuracy,
+        "macro_auc": row.macro_auc,
+        "agreement_with_float": row.agreement,
+        "mean_kl_vs_float": row.mean_kl,
+        "float_keras_accuracy": reference.accuracy,
+        "accuracy_drop_points": row.accuracy_drop,
+    }
+    return {key: _rounded(value) for key, value in metrics.items() if value is not None}
+
+
+def _provenance(report: ParityReport, row: ParityRow) -> dict:
+    provenance = {
+        "source_model": report.source,
+        "run_dir": report.run_dir,
+        "command": report.command,
+        "conversion_mode": row.name,
+        "parity_gate": row.gate or "not gated",
+        "max_drop_points": report.max_drop if row.gate else None,
+        "integer_only": row.integer_only,
+    }
+    provenance.update({key: value for key, value in row.details.items() if key != "quantization"})
+    return {key: value for key, value in provenance.items() if value not in (None, "", [], {})}
+
+
+def _rounded(value):
+    return round(value, 6) if isinstance(value, float) else value
+
+
+def embed(model_bytes: bytes, metadata: ModelMetadata) -> bytes:
+    return write_metadata(model_bytes, metadata)
+
+
+def write_model(path: Path, model_bytes: bytes, metadata: ModelMetadata) -> int:
+    """Write the file with its metadata, atomically; returns its size in bytes."""
+    data = embed(model_bytes, metadata)
+    write_bytes_atomic(path, data)
+    return len(data)

@@ -1,0 +1,154 @@
+"""Produce the TFLite bytes of each conversion mode, with the details worth recording.
+
+Float modes convert the model as it is. Full-integer modes first swap in int8-friendly
+layers (rewrite.py) and calibrate on a class-balanced training sample; QAT fine-tunes a
+quantization-aware copy before converting, and falls back to post-training int8, saying why,
+when tfmot cannot build or the converter cannot export the QAT model.
+"""
+
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass, field
+from functools import cached_property
+from typing import Any, Callable
+
+from edgecls.convert.converter import convert_to_tflite
+from edgecls.convert.options import FULL_INTEGER_MODES, PTQ_INT8, QAT, ConvertOptions
+from edgecls.convert.qat import QatUnavailable, fine_tune, quantization_aware_model
+from edgecls.convert.qat_data import qat_data
+from edgecls.convert.rewrite import integer_friendly
+from edgecls.convert.samples import ConversionData, LabelledImages
+from edgecls.errors import EdgeclsError
+
+
+@dataclass
+class Converted:
+    mode: str
+    model_bytes: bytes
+    details: dict[str, Any] = field(default_factory=dict)  # recorded in metadata provenance
+    notes: list[str] = field(default_factory=list)  # shown in the report
+
+
+def notice(message: str) -> None:
+    """A one-line warning the CLI prints as `edgecls: warning: ...` (and tests can catch)."""
+    warnings.warn(message, UserWarning, stacklevel=2)
+
+
+class ModeConverter:
+    """Converts one float Keras model in each requested mode, sharing the expensive parts."""
+
+    def __init__(self, model, data: ConversionData, options: ConvertOptions, train_options=None, say: Callable[[str], None] = lambda _: None):
+        self.model = model
+        self.data = data
+        self.options = options
+        self.train_options = train_options
+        self.say = say
+
+    def convert(self, mode: str) -> Converted:
+        if mode == QAT:
+            return self._qat()
+        if mode == PTQ_INT8:
+            return self._ptq()
+        self.say(f"converting: {mode}")
+        return Converted(mode, convert_to_tflite(self.model, mode), {"quantization": mode})
+
+    @cached_property
+    def calibration(self) -> LabelledImages:
+        sample = self.data.calibration(self.options.calibration_size, self.options.seed)
+        self.say(f"calibration: {len(sample)} class-balanced training images")
+        return sample
+
+    @cached_property
+    def integer_model(self) -> tuple[Any, list[str]]:
+        return integer_friendly(self.model)
+
+    def _integer_details(self) -> dict[str, Any]:
+        _, rewritten = self.integer_model
+        details: dict[str, Any] = {
+            "io_type": self.options.io_type,
+            "calibration_images": len(self.calibration),
+            "calibration": "class-balanced sample of the training split",
+        }
+        if rewritten:
+            details["rewritten_layers"] = ", ".join(rewritten)
+        return details
+
+    def _ptq(self) -> Converted:
+        self.say(f"converting: {PTQ_INT8}")
+        model, rewritten = self.integer_model
+        model_bytes = convert_to_tflite(model, PTQ_INT8, self.options.io_type, self.calibration.images)
+        notes = [_rewrite_note(rewritten)] if rewritten else []
+        return Converted(PTQ_INT8, model_bytes, {"quantization": PTQ_INT8, **self._integer_details()}, notes)
+
+    def _qat(self) -> Converted:
+        model, rewritten = self.integer_model
+        notes = [_rewrite_note(rewritten)] if rewritten else []
+        try:
+            qat_model, plan = quantization_aware_model(model)
+        except QatUnavailable as exc:
+            return self._fallback(f"tfmot cannot make this model quantization-aware ({exc})", notes)
+        if plan.left_float:
+            message = (
+                f"QAT: tfmot cannot wrap {plan.describe_left_float()}; "
+                "they stay float while fine-tuning and take their int8 ranges from calibration"
+            )
+            notice(message)
+            notes.append(message)
+        batches = qat_data(self.data, self._train_options(), self.options.qat_batch_size, self.options.seed)
+        self.say(
+            f"QAT: fine-tuning {self.options.qat_epochs} epoch(s) on {batches.train_images} training images "
+            f"(best of {batches.validation_images} validation images kept), learning rate {self.options.qat_learning_rate:g}"
+        )
+        history = fine_tune(
+            qat_model,
+            batches.train,
+            batches.validation,
+            epochs=self.options.qat_epochs,
+            learning_rate=self.options.qat_learning_rate,
+            class_weight=batches.class_weight,
+            seed=self.options.seed,
+            verbose=self.options.verbose,
+        )
+        self.say(f"converting: {QAT}")
+        try:
+            model_bytes = convert_to_tflite(qat_model, QAT, self.options.io_type, self.calibration.images)
+        except EdgeclsError as exc:
+            return self._fallback(f"the QAT model did not convert ({exc})", notes)
+        details = {
+            "quantization": QAT,
+            **self._integer_details(),
+            "qat_epochs": self.options.qat_epochs,
+            "qat_best_epoch": history["best_epoch"],
+            "qat_learning_rate": self.options.qat_learning_rate,
+            "qat_train_images": batches.train_images,
+            "qat_left_float": plan.describe_left_float(),
+        }
+        final = history["epochs"][history["best_epoch"] - 1] if history["epochs"] else {}
+        if "val_accuracy" in final:
+            details["qat_val_accuracy"] = round(final["val_accuracy"], 6)
+        return Converted(QAT, model_bytes, details, notes)
+
+    def _fallback(self, reason: str, notes: list[str]) -> Converted:
+        message = f"QAT: {reason}; using post-training int8 instead"
+        notice(message)
+        converted = self._ptq()
+        converted.mode = QAT
+        converted.details.update({"requested_mode": QAT, "qat_fallback": reason})
+        converted.notes = notes + [message] + [n for n in converted.notes if n not in notes]
+        return converted
+
+    def _train_options(self):
+        if self.train_options is not None:
+            return self.train_options
+        from edgecls.train.options import TrainOptions
+
+        return TrainOptions()  # what `edgecls train` does by default
+
+
+def _rewrite_note(rewritten: list[str]) -> str:
+    return f"int8-friendly GroupNormalization (no SQUARE op) swapped in for {', '.join(rewritten)}"
+
+
+def is_full_integer(mode: str) -> bool:
+    return mode in FULL_INTEGER_MODES

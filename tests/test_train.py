@@ -1,0 +1,218 @@
+"""Training end to end on small synthetic data: a real (short) fit, resume, --force, the run folder.
+
+One run is trained per module, the way a user's would be: interrupted after its second epoch
+(a callback raises KeyboardInterrupt, as Ctrl-C would), then continued with `edgecls train
+--resume`. The tests read that run. Images are 32x32 and the model is edge-cnn-small, so the
+whole module stays well under a minute on 2 cores.
+"""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+from PIL import Image
+from typer.testing import CliRunner
+
+from edgecls.cli import app
+from edgecls.errors import EdgeclsError
+from edgecls.train import run as runs
+from edgecls.train.options import TrainOptions
+
+COLOURS = {"blue": (40, 60, 200), "green": (40, 190, 60), "red": (200, 40, 40)}
+EPOCHS = 4
+
+
+def make_colour_folders(root, per_class: int = 40, size: int = 40, seed: int = 0):
+    """One folder per class of noisy, mostly-one-colour images: easy, but only if the model learns."""
+    rng = np.random.default_rng(seed)
+    for name, colour in COLOURS.items():
+        (root / name).mkdir(parents=True)
+        for i in range(per_class):
+            pixels = np.clip(np.array(colour) + rng.normal(0, 45, (size, size, 3)), 0, 255).astype(np.uint8)
+            Image.fromarray(pixels).save(root / name / f"{name}_{i:03d}.png")
+    return root
+
+
+def quick_options(**overrides) -> TrainOptions:
+    values = dict(model="edge-cnn-small", image_size=32, epochs=EPOCHS, batch_size=16, learning_rate=5e-3,
+                  patience=EPOCHS, tensorboard=False, verbose=2)  # fmt: skip
+    values.update(overrides)
+    return TrainOptions(**values)
+
+
+def cli(*args):
+    return CliRunner().invoke(app, [str(a) for a in args])
+
+
+@pytest.fixture(scope="module")
+def colour_data(tmp_path_factory):
+    return make_colour_folders(tmp_path_factory.mktemp("colours"))
+
+
+@pytest.fixture(scope="module")
+def resumed_run(colour_data, tmp_path_factory):
+    """A run interrupted after epoch 2 of 4, then finished by `edgecls train --resume`."""
+    from edgecls.train.tf_env import import_tf
+    from edgecls.train.trainer import train_model
+
+    _, keras = import_tf()
+
+    class Interrupt(keras.callbacks.Callback):
+        def on_epoch_end(self, epoch, logs=None):
+            if epoch == 1:  # after the second epoch's history, before its backup: like Ctrl-C
+                raise KeyboardInterrupt
+
+    run_dir = tmp_path_factory.mktemp("runs") / "colours"
+    with pytest.raises(KeyboardInterrupt):
+        train_model(quick_options(), colour_data, run_dir, echo=lambda _: None, extra_callbacks=[Interrupt()])
+    interrupted = pd.read_csv(run_dir / "history.csv")
+    assert not (run_dir / "model.keras").exists()
+    result = cli("train", colour_data, "--output", run_dir, "--resume")
+    return run_dir, interrupted, result
+
+
+def test_resume_continues_from_the_last_backed_up_epoch(resumed_run):
+    run_dir, interrupted, result = resumed_run
+    assert result.exit_code == 0, result.output
+    assert interrupted["epoch"].tolist() == [0, 1]
+    assert "resuming" in result.output
+    # Epoch 2 was interrupted before its backup, so it is trained again; epoch 1 is not.
+    assert "Epoch 2/4" in result.output and "Epoch 1/4" not in result.output
+    history = pd.read_csv(run_dir / "history.csv")
+    assert history["epoch"].tolist() == [0, 1, 2, 3]
+    assert history.loc[0, "loss"] == pytest.approx(interrupted.loc[0, "loss"])
+
+
+def test_run_folder_has_every_file_of_the_contract(resumed_run):
+    run_dir, _, result = resumed_run
+    for name in ("model.keras", "config.json", "labels.json", "split.csv", "history.csv", "metrics.json", "report.md",
+                 "predictions.csv", "checkpoints/best.weights.h5", "plots/history.png", "plots/confusion_val.png",
+                 "plots/confusion_test.png", "plots/roc_test.png", "plots/gradcam_test.png"):  # fmt: skip
+        assert (run_dir / name).is_file(), name
+    config = json.loads((run_dir / "config.json").read_text())
+    assert config["labels"] == sorted(COLOURS) == json.loads((run_dir / "labels.json").read_text())
+    assert config["image_size"] == [32, 32] and config["model"] == "edge-cnn-small"
+    assert config["options"]["epochs"] == EPOCHS and "force" not in config["options"]
+    assert "model.keras" in result.output and "metrics.json" in result.output  # files listed at the end
+    report = (run_dir / "report.md").read_text()
+    assert "plots/confusion_test.png" in report and "balanced accuracy" in report
+
+
+def test_trained_model_beats_the_majority_class_in_inference_mode(resumed_run):
+    run_dir, _, _ = resumed_run
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    for split in ("val", "test"):
+        assert metrics[split]["images"] == 18
+        assert metrics[split]["accuracy"] > 0.6, metrics[split]  # majority class: 1/3
+        assert metrics[split]["macro_auc"] > 0.8
+
+
+def test_load_run_gives_the_model_and_its_split(resumed_run):
+    run_dir, _, _ = resumed_run
+    run = runs.load_run(run_dir)
+    assert run.labels == sorted(COLOURS) and run.image_size == (32, 32)
+    assert run.model.output_shape == (None, 3)
+    assert (run.split == "train").sum() == 84 and set(run.split) == {"train", "val", "test"}
+    # The saved model reproduces the probabilities the report was made from (inference mode).
+    val = run.split_items("val")
+    images = run.dataset.load_images(val["key"], run.image_size)
+    probabilities = run.model.predict(images.astype(np.float32) / 255.0, verbose=0)
+    table = pd.read_csv(run_dir / "predictions.csv").query("split == 'val'")
+    np.testing.assert_allclose(probabilities, table[[f"p_{c}" for c in run.labels]].to_numpy(), atol=1e-4)
+    metrics = json.loads((run_dir / "metrics.json").read_text())["val"]
+    assert metrics["accuracy"] == pytest.approx((table["label"] == table["predicted"]).mean())
+
+
+def test_existing_run_is_not_overwritten_without_force(resumed_run, colour_data):
+    run_dir, _, _ = resumed_run
+    before = (run_dir / "model.keras").stat().st_mtime_ns
+    result = cli("train", colour_data, "--output", run_dir, "--epochs", 1)
+    assert result.exit_code == 2
+    assert result.output.count("\n") == 1 and "already holds a run" in result.output and "--force" in result.output
+    assert (run_dir / "model.keras").stat().st_mtime_ns == before
+
+
+def test_force_replaces_only_run_outputs(tmp_path):
+    run_dir = tmp_path / "run"
+    (run_dir / "plots").mkdir(parents=True)
+    for name in ("model.keras", "config.json", "metrics.json", "plots/history.png", "notes.txt"):
+        (run_dir / name).write_text("old")
+    with pytest.raises(EdgeclsError, match="already holds a run"):
+        runs.prepare_run_dir(run_dir)
+    assert runs.prepare_run_dir(run_dir, force=True) is False
+    assert sorted(p.name for p in run_dir.iterdir()) == ["notes.txt"]  # the user's own file stays
+
+
+def test_resume_and_force_together_are_refused(colour_data, tmp_path):
+    result = cli("train", colour_data, "-o", tmp_path / "run", "--resume", "--force")
+    assert result.exit_code == 2 and "pass one of them" in result.output
+
+
+def test_unknown_model_is_a_one_line_error(colour_data, tmp_path):
+    result = cli("train", colour_data, "-o", tmp_path / "run", "--model", "resnet9000")
+    assert result.exit_code == 2
+    assert result.output.startswith("edgecls: error: unknown model 'resnet9000'") and "edge-cnn" in result.output
+    assert not (tmp_path / "run").exists()
+
+
+def test_missing_dataset_is_a_one_line_error(tmp_path):
+    result = cli("train", tmp_path / "nowhere", "-o", tmp_path / "run")
+    assert result.exit_code == 2 and result.output.startswith("edgecls: error: dataset not found")
+
+
+def test_stratified_subset_keeps_every_class(colour_data):
+    from edgecls.train.datasets import load_dataset
+
+    subset = runs.stratified_subset(load_dataset(colour_data), limit=15, seed=1)
+    counts = subset.items["label"].value_counts()
+    assert sorted(counts.index) == sorted(COLOURS) and counts.min() >= 3 and len(subset) == 15
+    assert subset.items.index.tolist() == list(range(15))
+    again = runs.stratified_subset(load_dataset(colour_data), limit=15, seed=1)
+    assert again.items["key"].tolist() == subset.items["key"].tolist()  # same subset on --resume
+
+
+def test_class_weights_are_softened_balanced_weights():
+    from sklearn.utils.class_weight import compute_class_weight
+
+    from edgecls.train.trainer import class_weights
+
+    labels = np.array([0] * 80 + [1] * 15 + [2] * 5)
+    balanced = compute_class_weight("balanced", classes=np.arange(3), y=labels)
+    assert class_weights(labels, 3, power=1.0) == pytest.approx(dict(enumerate(balanced)))
+    soft = class_weights(labels, 4, power=0.5)
+    assert soft[2] == pytest.approx(balanced[2] ** 0.5) and soft[3] == 1.0  # class 3: not in train
+
+
+def test_pipeline_balances_and_augments_within_range():
+    from edgecls.train.pipeline import training_dataset
+    from edgecls.train.tf_env import import_tf
+
+    tf, _ = import_tf()
+    rng = np.random.default_rng(0)
+    sources = [rng.integers(0, 256, (20, 20, 3), dtype=np.uint8) for _ in range(40)]  # HMNIST-style arrays
+    labels = np.array([0] * 36 + [1] * 4)
+    data, steps = training_dataset(tf, sources, labels, (16, 16), batch_size=8, num_classes=2, seed=0, balanced=True)
+    seen = []
+    for images, batch_labels in data:
+        assert images.shape[1:] == (16, 16, 3) and images.dtype == tf.float32
+        assert 0.0 <= float(tf.reduce_min(images)) and float(tf.reduce_max(images)) <= 1.0
+        seen += batch_labels.numpy().tolist()
+    assert steps == 5 and len(seen) == 40
+    assert 10 <= seen.count(1) <= 30  # ~half, against 10% in the data
+
+
+@pytest.mark.slow
+@pytest.mark.shared_data
+def test_short_training_on_real_blood_smears(tmp_path):
+    from conftest import shared_dataset
+
+    from edgecls.train.trainer import train_model
+
+    options = quick_options(image_size=48, epochs=2, limit=160, batch_size=16)
+    run = train_model(options, shared_dataset("blood"), tmp_path / "blood", echo=lambda _: None)
+    metrics = run.metrics
+    assert len(run.labels) == 4 and metrics["val"]["images"] >= 16
+    assert metrics["val"]["macro_auc"] is not None
