@@ -61,13 +61,13 @@ def test_keras_predict_baseline(benchmark, edge_models):
     model = keras.models.load_model(edge_models["keras"], compile=False)
     x = (_image()[None].astype(np.float32)) / 255.0
     benchmark.group = "keras baseline"
-    probabilities = benchmark.pedantic(lambda: model.predict(x, verbose=0), rounds=20, warmup_rounds=3)
+    probabilities = benchmark.pedantic(lambda: model.predict(x, verbose=0), rounds=10, warmup_rounds=2)
     assert probabilities.shape == (1, 7)
     tflite = _invoker(TFLiteClassifier(edge_models["float32"], num_threads=1))
     ab = interleaved_medians(
         {"keras_predict": lambda: model.predict(x, verbose=0), "keras_call": lambda: model(x, training=False), "tflite_float32": tflite},
-        rounds=20,
-        warmup=3,
+        rounds=10,
+        warmup=2,
     )
     record(
         benchmark,

@@ -213,6 +213,7 @@ def image_cases() -> list[ImageCase]:
         good("name-unicode", "été-🔬-ç.png", lambda: encode(solid(BLUE), "PNG"), "blue"),
         good("name-non-utf8", b"caf\xe9-\xff.png", lambda: encode(solid(RED), "PNG"), "red"),
         good("name-leading-dash", "-rf.png", lambda: encode(solid(GREEN), "PNG"), "green"),
+        good("name-with-newline", "two\nlines\t.png", lambda: encode(solid(BLUE), "PNG"), "blue"),
         # ---- not decodable: each must be reported, and the rest of the batch must still run --
         bad("zero-byte-jpeg", "empty.jpg", b"", unreadable),
         bad("zero-byte-png", "empty.png", b"", unreadable),
@@ -239,6 +240,7 @@ def image_cases() -> list[ImageCase]:
         bad("png-zero-width", "zero-width.png", lambda: png_header_only(0, 10), None),
         bad("corrupt-name-non-utf8", b"broken-\xff\xfe.jpg", b"\xff\xd8 not really", unreadable),
         bad("corrupt-name-brackets", "broken [2] (copy).png", b"\x89PNG\r\n\x1a\n\0\0", None),
+        bad("corrupt-name-newline", "forged\nedgecls: 0 of 9 images could not be classified.jpg", b"GIF89a", None),
         ImageCase("dangling-symlink", "gone.jpg", _symlink("does-not-exist.jpg"), False, error="no such file"),
         ImageCase("symlink-loop", "loop.jpg", _symlink("loop.jpg"), False, error="loop.jpg"),
         ImageCase("fifo", "pipe.jpg", _fifo, False, error="not a regular file"),
@@ -296,6 +298,79 @@ def _name(value) -> str:
     return value.decode("utf-8", "replace") if isinstance(value, bytes) else (value or "")
 
 
+def rewrite_model(model_bytes: bytes, change: Callable[[object], None]) -> bytes:
+    """Unpack a model with the TFLite schema's object API, let `change` edit it, pack it again.
+
+    The result is a structurally valid flatbuffer with damaged values: the files the
+    interpreter's own verifier lets through.
+    """
+    import flatbuffers
+
+    from edgecls.edge_runtime.metadata import _schema_module
+
+    model = _schema_module().ModelT.InitFromPackedBuf(bytearray(model_bytes), 0)
+    change(model)
+    builder = flatbuffers.Builder(len(model_bytes) + 1024)
+    builder.Finish(model.Pack(builder), file_identifier=b"TFL3")
+    return bytes(builder.Output())
+
+
+def _first_input_tensor(model):
+    graph = model.subgraphs[0]
+    return graph.tensors[graph.inputs[0]]
+
+
+def with_input_shape(model_bytes: bytes, shape) -> bytes:
+    def change(model):
+        tensor = _first_input_tensor(model)
+        tensor.shape = np.array(shape, np.int32)
+        tensor.shapeSignature = None
+
+    return rewrite_model(model_bytes, change)
+
+
+def without_subgraphs(model_bytes: bytes) -> bytes:
+    def change(model):
+        model.subgraphs = None  # the field is absent (as when a bit flip zeroes its vtable slot)
+        model.signatureDefs = None
+
+    return rewrite_model(model_bytes, change)
+
+
+def with_missing_op_input(model_bytes: bytes) -> bytes:
+    def change(model):
+        model.subgraphs[0].operators[0].inputs[0] = -1
+
+    return rewrite_model(model_bytes, change)
+
+
+def with_garbled_input_name(model_bytes: bytes) -> bytes:
+    def change(model):
+        _first_input_tensor(model).name = b"\xff\xfe\xfa not utf-8"
+
+    return rewrite_model(model_bytes, change)
+
+
+def with_nan_weights(model_bytes: bytes) -> bytes:
+    """Every float32 constant becomes NaN: a float model whose weights were damaged in transit."""
+
+    def change(model):
+        for tensor in model.subgraphs[0].tensors:
+            data = model.buffers[tensor.buffer].data
+            if tensor.type == 0 and data is not None and len(data):  # TensorType.FLOAT32
+                model.buffers[tensor.buffer].data = np.full(len(data) // 4, np.nan, np.float32).view(np.uint8)
+
+    return rewrite_model(model_bytes, change)
+
+
+def without_output_quantization(model_bytes: bytes) -> bytes:
+    def change(model):
+        graph = model.subgraphs[0]
+        graph.tensors[graph.outputs[0]].quantization = None
+
+    return rewrite_model(model_bytes, change)
+
+
 def with_quantization(model_bytes: bytes, tensor_name_part: str, scale=None, zero_point=None) -> bytes:
     """Rewrite one tensor's quantization, as a bit flip in a copied file would."""
     import flatbuffers
@@ -349,6 +424,7 @@ class ModelCase:
     id: str
     make: Callable[[Path], None]  # create the model file (or folder, link...) at the path
     error: str  # a phrase the one-line error must contain
+    info_ok: bool = False  # `edgecls info` can still describe it (the damage shows only when it runs)
 
 
 def model_cases(colour: dict[str, Path], odd_tflite: dict[str, bytes]) -> list[ModelCase]:
@@ -406,6 +482,14 @@ def model_cases(colour: dict[str, Path], odd_tflite: dict[str, bytes]) -> list[M
         ModelCase("negative-scale", raw(lambda: with_quantization(uint8_raw, "tfl.quantize", scale=-0.0039)), "corrupt"),
         ModelCase("zero-input-scale", raw(lambda: with_quantization(uint8_raw, "serving_default", scale=0.0)), "corrupt"),
         ModelCase("nan-scale", raw(lambda: with_quantization(int8_raw, "serving_default", scale=float("nan"))), "corrupt"),
+        ModelCase("no-subgraph", raw(lambda: without_subgraphs(int8_raw)), "corrupt"),
+        ModelCase("op-input-missing", raw(lambda: with_missing_op_input(uint8_raw)), "corrupt"),
+        ModelCase("huge-batch", raw(lambda: with_input_shape(int8_raw, [1665941583, 16, 16, 3])), "corrupt"),
+        ModelCase("negative-dimension", raw(lambda: with_input_shape(float_raw, [1, -16, 16, 3])), "corrupt"),
+        ModelCase("zero-batch", raw(lambda: with_input_shape(int8_raw, [0, 16, 16, 3])), "expected an image input"),
+        ModelCase("garbled-tensor-name", raw(lambda: with_garbled_input_name(float_raw)), "corrupt"),
+        ModelCase("output-not-quantized", raw(lambda: without_output_quantization(uint8_raw)), "corrupt"),
+        ModelCase("nan-weights", raw(lambda: with_nan_weights(float_raw)), "NaN or infinite scores", info_ok=True),
         # Metadata that does not fit the model, or cannot be read at all.
         ModelCase("labels-too-few", meta_obj(labels=["red", "green"]), "2 labels but the model outputs 3"),
         ModelCase("labels-empty", meta_obj(labels=[]), "0 labels"),

@@ -72,3 +72,50 @@ def test_weights_file_round_trip(tmp_path):
         np.testing.assert_array_equal(a, b)
     with pytest.raises(EdgeclsError, match="cannot load weights"):
         create_model("edge-cnn", (SIZE, SIZE, 3), num_classes=2, weights=path)
+
+
+def test_mixed_precision_still_outputs_float32_probabilities():
+    from edgecls.train.tf_env import import_tf
+
+    _, keras = import_tf()
+    keras.mixed_precision.set_global_policy("mixed_float16")
+    try:
+        model = create_model("edge-cnn-small", (SIZE, SIZE, 3), num_classes=3)
+    finally:
+        keras.mixed_precision.set_global_policy("float32")
+    probabilities = model(np.zeros((1, SIZE, SIZE, 3), np.float32), training=False)
+    assert model.layers[1].compute_dtype == "float16" and probabilities.dtype == "float32"
+
+
+def test_imagenet_input_scaling_folds_exactly_into_the_first_conv():
+    """mobilenetv2 --weights imagenet: conv(2x - 1) then BN equals folded-conv(x) then folded BN."""
+    from edgecls.train.models import _fold_input_scaling
+    from edgecls.train.tf_env import import_tf
+
+    _, keras = import_tf()
+    rng = np.random.default_rng(0)
+    inputs = keras.Input((8, 8, 3))
+    conv = keras.layers.Conv2D(4, 3, padding="same", use_bias=False)
+    bn = keras.layers.BatchNormalization()
+    model = keras.Model(inputs, bn(conv(inputs)))
+    bn.set_weights([rng.uniform(0.5, 2, 4), rng.normal(size=4), rng.normal(size=4), rng.uniform(0.5, 2, 4)])
+    x = rng.random((2, 8, 8, 3)).astype(np.float32)
+    expected = model(2 * x - 1, training=False).numpy()
+    _fold_input_scaling(conv, bn)
+    folded = model(x, training=False).numpy()
+    # Equal away from the border, where "same" padding adds zeros in the two input scales alike.
+    np.testing.assert_allclose(folded[:, 1:-1, 1:-1], expected[:, 1:-1, 1:-1], rtol=1e-4, atol=1e-4)
+
+
+def test_failed_imagenet_download_is_a_clear_error(monkeypatch):
+    from edgecls.train.tf_env import import_tf
+
+    import_tf()
+    from tf_keras.src.applications import mobilenet_v2
+
+    def offline(*args, **kwargs):
+        raise Exception("URL fetch failure: [Errno -2] Name or service not known")
+
+    monkeypatch.setattr(mobilenet_v2.data_utils, "get_file", offline)
+    with pytest.raises(EdgeclsError, match="could not download imagenet weights for mobilenetv2"):
+        create_model("mobilenetv2-0.35", (96, 96, 3), num_classes=2, weights="imagenet")

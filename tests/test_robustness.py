@@ -26,7 +26,7 @@ from typer.testing import CliRunner
 import malformed as M
 from edgecls.cli import app
 from edgecls.edge_runtime.preprocess import ImageError, load_image
-from edgecls.errors import EXIT_ERROR, EXIT_OK, EXIT_PARTIAL
+from edgecls.errors import EXIT_ERROR, EXIT_OK, EXIT_PARTIAL, EdgeclsError
 from edgecls.io import atomic_path, write_json_atomic, write_text_atomic
 
 runner = CliRunner()
@@ -62,8 +62,9 @@ def skipped_lines(text: str) -> list[str]:
 
 
 def shown(path: Path) -> str:
-    """How the CLI prints a path (non-UTF-8 bytes become escapes)."""
-    return os.fsdecode(path).encode("utf-8", "backslashreplace").decode("utf-8")
+    """How the CLI prints a path: non-UTF-8 bytes and control characters become escapes."""
+    text = os.fsdecode(path).encode("utf-8", "backslashreplace").decode("utf-8")
+    return "".join(f"\\x{ord(c):02x}" if ord(c) < 0x20 or ord(c) == 0x7F else c for c in text)
 
 
 def run_subprocess(*args, timeout=120) -> subprocess.CompletedProcess:
@@ -117,7 +118,9 @@ MODEL_CASE_IDS = [
     "missing-file", "directory", "fifo", "dangling-symlink", "zero-byte", "garbage", "jpeg-renamed",
     "text-renamed", "identifier-only", "identifier-then-garbage", "truncated-half", "truncated-most",
     "input-2d", "input-rank-3", "input-4-channels", "two-outputs", "two-inputs", "one-class", "output-4d",
-    "zero-point-out-of-range", "negative-scale", "zero-input-scale", "nan-scale", "labels-too-few",
+    "zero-point-out-of-range", "negative-scale", "zero-input-scale", "nan-scale", "no-subgraph",
+    "op-input-missing", "huge-batch", "negative-dimension", "zero-batch", "garbled-tensor-name",
+    "output-not-quantized", "nan-weights", "labels-too-few",
     "labels-empty", "input-size-mismatch", "channels-mismatch", "meta-invalid-json", "meta-not-utf8",
     "meta-json-array", "meta-json-string", "meta-empty-object", "meta-missing-labels",
     "meta-labels-not-list", "meta-size-not-numbers", "meta-size-null", "meta-size-infinite",
@@ -145,13 +148,20 @@ def test_classify_with_bad_model_is_one_clear_line(case_id, model_corpus, image_
 @pytest.mark.parametrize("case_id", MODEL_CASE_IDS)
 def test_info_on_bad_model_is_one_clear_line(case_id, model_corpus):
     case, path = model_corpus[case_id]
+    if case.info_ok:  # describing the file works; running it is what fails (the classify test)
+        result = cli("info", path, "--json")
+        assert result.exit_code == EXIT_OK and json.loads(result.stdout)["path"] == str(path), result.output
+        return
     assert_one_line_error(cli("info", path), case.error)
     assert_one_line_error(cli("info", path, "--json"), case.error)
 
 
 @pytest.mark.parametrize(
     "case_id",
-    ["garbage", "jpeg-renamed", "truncated-half", "zero-point-out-of-range", "zero-input-scale", "meta-invalid-json", "two-outputs"],
+    [
+        "garbage", "jpeg-renamed", "truncated-half", "zero-point-out-of-range", "zero-input-scale", "no-subgraph",
+        "op-input-missing", "huge-batch", "garbled-tensor-name", "nan-weights", "meta-invalid-json", "two-outputs",
+    ],  # fmt: skip
 )
 def test_bad_model_in_a_real_process(case_id, model_corpus, image_corpus):
     """No traceback and, for the damaged quantizations, no segfault of the native interpreter."""
@@ -159,8 +169,20 @@ def test_bad_model_in_a_real_process(case_id, model_corpus, image_corpus):
     for args in (("classify", "-m", path, image_corpus / "red.jpg"), ("info", path)):
         proc = run_subprocess(*args)
         lines = assert_clean_stderr(proc)
+        if args[0] == "info" and case.info_ok:
+            assert proc.returncode == EXIT_OK and not lines, lines
+            continue
         assert proc.returncode == EXIT_ERROR, lines
         assert len(lines) == 1 and lines[0].startswith("edgecls: error:") and case.error in lines[0], lines
+
+
+def test_model_failing_mid_batch_writes_nothing(model_corpus, image_corpus, tmp_path):
+    """A model that loads but cannot produce scores stops a threaded folder run with one line."""
+    _, path = model_corpus["nan-weights"]
+    out = tmp_path / "results.json"
+    result = cli("classify", "-m", path, image_corpus, "-f", "json", "-o", out, "--workers", "3")
+    assert_one_line_error(result, "NaN or infinite scores")
+    assert list(tmp_path.iterdir()) == []
 
 
 def test_unknown_builtin_name(image_corpus):
@@ -367,6 +389,26 @@ def test_symlink_loops_do_not_hang(colour_models, tmp_path):
     assert result.exit_code == EXIT_PARTIAL and len(skipped_lines(result.stderr)) == 1
 
 
+def test_unreadable_subfolder_is_reported_not_silently_skipped(monkeypatch, colour_models, tmp_path):
+    folder = tmp_path / "slides"
+    (folder / "locked").mkdir(parents=True)
+    (folder / "red.png").write_bytes(M.encode(M.solid(M.RED), "PNG"))
+    (folder / "locked" / "blue.png").write_bytes(M.encode(M.solid(M.BLUE), "PNG"))
+    real_scandir = os.scandir
+
+    def scandir(path="."):  # what a folder without read permission does (tests may run as root)
+        if os.fspath(path).endswith("locked"):
+            raise PermissionError(errno.EACCES, os.strerror(errno.EACCES), os.fspath(path))
+        return real_scandir(path)
+
+    monkeypatch.setattr(os, "scandir", scandir)
+    result = cli("classify", "-m", colour_models["int8"], folder, "-f", "json")
+    assert result.exit_code == EXIT_OK, result.output
+    assert [r["label"] for r in json.loads(result.stdout)] == ["red"]
+    (warning,) = [line for line in result.stderr.splitlines() if line.strip()]
+    assert warning.startswith("edgecls: warning:") and "locked: cannot read folder (Permission denied)" in warning
+
+
 def test_bad_flags(colour_models, image_corpus, tmp_path):
     model, image = colour_models["int8"], image_corpus / "red.jpg"
     # --output with the table format is refused before anything is classified.
@@ -453,3 +495,208 @@ def test_json_writer_failing_before_writing_keeps_old_file(tmp_path):
     assert list(tmp_path.iterdir()) == [target]
     write_text_atomic(tmp_path / "new" / "deeper" / "x.txt", "made the folders")
     assert (tmp_path / "new" / "deeper" / "x.txt").read_text() == "made the folders"
+
+
+# -- workstation commands: datasets and run folders that cannot be used ----------------------------
+# `edgecls train`, `evaluate` and `convert` must stop before any training or conversion with one
+# line that says what is wrong and how much of it (counts), like the device commands do.
+COLOURS = {"red": (200, 40, 40), "green": (40, 190, 60), "blue": (40, 60, 200)}
+
+
+def colour_folders(root: Path, counts: dict[str, int], identical: tuple[str, ...] = ()) -> Path:
+    rng = np.random.default_rng(len(counts))
+    for name, n in counts.items():
+        (root / name).mkdir(parents=True, exist_ok=True)
+        for i in range(n):
+            pixels = np.clip(np.array(COLOURS[name]) + rng.normal(0, 40, (32, 32, 3)), 0, 255).astype(np.uint8)
+            if name in identical:  # byte-identical copies: one duplicate group
+                pixels = np.full((32, 32, 3), COLOURS[name], np.uint8)
+            (root / name / f"{name}_{i}.png").write_bytes(M.encode(M.Image.fromarray(pixels), "PNG"))
+    return root
+
+
+def ham10000(root: Path, rows: list[tuple[str, str]], with_images: bool, header="lesion_id,image_id,dx") -> Path:
+    root.mkdir(parents=True)
+    lines = [header] + [f"L{i},{image_id},{dx}" for i, (image_id, dx) in enumerate(rows)]
+    (root / "HAM10000_metadata.csv").write_text("\n".join(lines) + "\n")
+    if with_images:
+        for i, (image_id, _) in enumerate(rows):
+            (root / f"{image_id}.jpg").write_bytes(M.encode(M.solid((i * 20, 90, 160), (32, 32)), "JPEG"))
+    return root
+
+
+@pytest.fixture(scope="module")
+def datasets(tmp_path_factory) -> dict[str, Path]:
+    base = tmp_path_factory.mktemp("datasets")
+    ids = [f"ISIC_{i:07d}" for i in range(6)]
+    return {
+        "good": colour_folders(base / "good", {"red": 6, "green": 6, "blue": 6}),
+        "ham-images-missing": ham10000(base / "ham-missing", [(i, "akiec" if n % 2 else "bcc") for n, i in enumerate(ids)], False),
+        "ham-unknown-label": ham10000(base / "ham-unknown", [(i, "akiec" if n % 2 else "xyz") for n, i in enumerate(ids)], True),
+        "ham-no-dx-column": ham10000(base / "ham-columns", [(i, "akiec") for i in ids], True, header="lesion_id,image_id,diagnosis"),
+        "empty-class": colour_folders(base / "empty-class", {"red": 5, "green": 0}),
+        "class-too-small": colour_folders(base / "too-small", {"red": 5, "green": 1, "blue": 4}),
+        "class-cannot-split": colour_folders(base / "one-group", {"red": 6, "green": 2}, identical=("green",)),
+        "missing": base / "no such dataset",
+    }
+
+
+# (dataset, phrase of the one error line, commands it applies to). "Cannot split" is train's
+# alone: evaluating a whole dataset needs no split.
+DATASET_ERRORS = [
+    ("ham-images-missing", "no usable images (skipped: missing file: 6)", ("train", "evaluate", "convert")),
+    ("ham-unknown-label", "unknown dx label(s) 'xyz' (3 rows)", ("train", "evaluate", "convert")),
+    ("ham-no-dx-column", "no dx column", ("train", "evaluate", "convert")),
+    ("empty-class", "need at least 2 classes, found only 'red' (5 images)", ("train", "evaluate", "convert")),
+    ("class-too-small", "'green': 1", ("train", "evaluate", "convert")),
+    ("class-cannot-split", "cannot split: class(es) 'green' (2 images) have a single group", ("train", "convert")),
+    ("missing", "dataset not found", ("train", "evaluate", "convert")),
+]
+
+
+def train_args(data: Path, output: Path, *extra) -> list:
+    return ["train", data, "--output", output, "--epochs", "1", "--image-size", "32", "--model", "edge-cnn-small", *extra]
+
+
+@pytest.mark.parametrize("name,phrase", [(n, p) for n, p, commands in DATASET_ERRORS if "train" in commands])
+def test_train_refuses_unusable_datasets_before_training(name, phrase, datasets, tmp_path):
+    run_dir = tmp_path / "run"
+    result = cli(*train_args(datasets[name], run_dir))
+    assert "Traceback" not in result.output
+    errors = error_lines(result.stderr)
+    assert result.exit_code == EXIT_ERROR and len(errors) == 1, result.output
+    assert phrase in errors[0], errors[0]
+    assert not (run_dir / "model.keras").exists() and not (run_dir / "config.json").exists()
+
+
+@pytest.mark.parametrize("name,phrase", [(n, p) for n, p, commands in DATASET_ERRORS if "evaluate" in commands])
+def test_evaluate_refuses_unusable_datasets(name, phrase, datasets, colour_models, tmp_path):
+    result = cli("evaluate", colour_models["float32"], datasets[name], "--output", tmp_path / "report")
+    assert "Traceback" not in result.output
+    errors = error_lines(result.stderr)
+    assert result.exit_code == EXIT_ERROR and len(errors) == 1, result.output
+    assert phrase in errors[0], errors[0]
+    assert not (tmp_path / "report").exists()
+
+
+@pytest.fixture(scope="module")
+def keras_file(tmp_path_factory) -> Path:
+    from edgecls.train.run import save_keras_model
+
+    return save_keras_model(keras_colour_model(), tmp_path_factory.mktemp("keras") / "colours.keras")
+
+
+@pytest.mark.parametrize("name,phrase", [(n, p) for n, p, commands in DATASET_ERRORS if "convert" in commands])
+def test_convert_refuses_unusable_datasets(name, phrase, datasets, keras_file, tmp_path):
+    """A .keras file with --data is split afresh, so the split errors apply too."""
+    result = cli("convert", keras_file, "--data", datasets[name], "--output", tmp_path / "converted")
+    assert "Traceback" not in result.output
+    errors = error_lines(result.stderr)
+    assert result.exit_code == EXIT_ERROR and len(errors) == 1, result.output
+    assert phrase in errors[0], errors[0]
+    assert not list(tmp_path.glob("converted/*.tflite"))
+
+
+def keras_colour_model(with_lambda: bool = False):
+    from edgecls.train.tf_env import import_tf
+
+    _, keras = import_tf()
+    inputs = keras.Input((32, 32, 3))
+    x = keras.layers.Lambda(lambda t: t * 2.0)(inputs) if with_lambda else inputs
+    x = keras.layers.GlobalAveragePooling2D()(x)
+    return keras.Model(inputs, keras.layers.Dense(3, activation="softmax")(x))
+
+
+def make_run(run_dir: Path, data: Path, with_lambda: bool = False) -> Path:
+    """A run folder as `edgecls train` leaves it, made with its own writers (no training needed)."""
+    from edgecls.train import run as runs
+    from edgecls.train.datasets import load_dataset
+    from edgecls.train.options import TrainOptions
+    from edgecls.train.split import make_split, save_split
+
+    dataset = load_dataset(data)
+    options = TrainOptions(model="edge-cnn-small", image_size=32, epochs=1)
+    run_dir.mkdir(parents=True)
+    save_split(run_dir, dataset, make_split(dataset, 0.3, 0.3, seed=1))
+    runs.write_run_config(run_dir, data, dataset, options)
+    runs.save_keras_model(keras_colour_model(with_lambda), run_dir / runs.MODEL_FILE)
+    return run_dir
+
+
+@pytest.fixture()
+def broken_runs(datasets, tmp_path) -> dict[str, tuple[Path, str]]:
+    """Runs whose dataset changed after training, and one whose model runs code: (run, phrase)."""
+    import shutil
+
+    runs = {}
+    moved = shutil.copytree(datasets["good"], tmp_path / "data-moved")
+    runs["dataset-moved"] = (make_run(tmp_path / "run-moved", moved), "dataset not found")
+    shutil.rmtree(moved)
+    shrunk = shutil.copytree(datasets["good"], tmp_path / "data-shrunk")
+    runs["images-deleted"] = (make_run(tmp_path / "run-shrunk", shrunk), "2 of its 18 images are not in the dataset")
+    for path in sorted((shrunk / "red").iterdir())[:2]:
+        path.unlink()
+    renamed = shutil.copytree(datasets["good"], tmp_path / "data-renamed")
+    runs["class-renamed"] = (make_run(tmp_path / "run-renamed", renamed), "classes differ from the run's")
+    (renamed / "blue").rename(renamed / "navy")
+    runs["lambda-layer"] = (make_run(tmp_path / "run-lambda", datasets["good"], with_lambda=True), "Lambda")
+    return runs
+
+
+@pytest.mark.parametrize("command", ["evaluate", "convert"])
+@pytest.mark.parametrize("case", ["dataset-moved", "images-deleted", "class-renamed", "lambda-layer"])
+def test_evaluate_and_convert_refuse_broken_runs(command, case, broken_runs):
+    run_dir, phrase = broken_runs[case]
+    before = sorted(p.relative_to(run_dir) for p in run_dir.rglob("*"))
+    result = cli(command, run_dir)
+    assert "Traceback" not in result.output
+    errors = error_lines(result.stderr)
+    assert result.exit_code == EXIT_ERROR and len(errors) == 1, result.output
+    assert phrase in errors[0], errors[0]
+    assert sorted(p.relative_to(run_dir) for p in run_dir.rglob("*")) == before  # nothing half-written
+
+
+def test_keras_files_load_in_safe_mode(datasets, tmp_path):
+    """A .keras file with a Lambda layer would run arbitrary Python when loaded: refused."""
+    from edgecls.train.run import load_keras_model, save_keras_model
+
+    path = save_keras_model(keras_colour_model(with_lambda=True), tmp_path / "lambda.keras")
+    with pytest.raises(EdgeclsError, match="Lambda"):
+        load_keras_model(path)
+    result = cli("evaluate", path, datasets["good"], "--output", tmp_path / "report")
+    errors = error_lines(result.stderr)
+    assert result.exit_code == EXIT_ERROR and len(errors) == 1 and "Lambda" in errors[0], result.output
+    result = cli("convert", path, "--data", datasets["good"], "--output", tmp_path / "converted")
+    errors = error_lines(result.stderr)
+    assert result.exit_code == EXIT_ERROR and len(errors) == 1 and "Lambda" in errors[0], result.output
+    assert not list(tmp_path.glob("converted/*.tflite"))
+    # Not a Keras file at all: the same one line.
+    (tmp_path / "fake.keras").write_bytes(b"PK\x03\x04 not really a zip")
+    result = cli("evaluate", tmp_path / "fake.keras", datasets["good"], "--output", tmp_path / "report")
+    assert result.exit_code == EXIT_ERROR and "cannot load Keras model" in error_lines(result.stderr)[0]
+
+
+def test_train_refuses_to_overwrite_a_run_without_force(datasets, tmp_path):
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    (run_dir / "config.json").write_text('{"precious": true}')
+    (run_dir / "model.keras").write_bytes(b"the only copy of last week's model")
+    result = cli(*train_args(datasets["good"], run_dir))
+    errors = error_lines(result.stderr)
+    assert result.exit_code == EXIT_ERROR and len(errors) == 1, result.output
+    assert "already holds a run" in errors[0] and "--force" in errors[0]
+    assert (run_dir / "model.keras").read_bytes() == b"the only copy of last week's model"
+    (tmp_path / "a-file").write_text("x")
+    assert_one_line_error(cli(*train_args(datasets["good"], tmp_path / "a-file")), "is a file")
+
+
+def test_train_force_with_an_unusable_dataset_keeps_the_old_run(datasets, tmp_path):
+    """--force replaces a run with a new one; when no new one can even start (the dataset is
+    unusable), the old run must still be there."""
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    (run_dir / "config.json").write_text('{"precious": true}')
+    (run_dir / "model.keras").write_bytes(b"the only copy of last week's model")
+    result = cli(*train_args(datasets["missing"], run_dir, "--force"))
+    assert result.exit_code == EXIT_ERROR and "dataset not found" in error_lines(result.stderr)[0]
+    assert (run_dir / "model.keras").is_file(), "--force deleted the old run before finding the dataset unusable"

@@ -126,6 +126,18 @@ def test_load_run_gives_the_model_and_its_split(resumed_run):
     assert metrics["accuracy"] == pytest.approx((table["label"] == table["predicted"]).mean())
 
 
+def test_evaluate_a_run_folder_on_its_validation_split(resumed_run):
+    run_dir, _, _ = resumed_run
+    result = cli("evaluate", run_dir, "--split", "val")
+    assert result.exit_code == 0, result.output
+    folder = run_dir / "evaluate" / "model-val"
+    again = json.loads((folder / "metrics.json").read_text())["val"]
+    first = json.loads((run_dir / "metrics.json").read_text())["val"]  # from the in-memory model after training
+    assert again["confusion_matrix"] == first["confusion_matrix"]
+    assert again["macro_auc"] == pytest.approx(first["macro_auc"], abs=1e-4)
+    assert (folder / "plots" / "gradcam_val.png").is_file() and (folder / "report.md").is_file()
+
+
 def test_existing_run_is_not_overwritten_without_force(resumed_run, colour_data):
     run_dir, _, _ = resumed_run
     before = (run_dir / "model.keras").stat().st_mtime_ns
@@ -216,3 +228,36 @@ def test_short_training_on_real_blood_smears(tmp_path):
     metrics = run.metrics
     assert len(run.labels) == 4 and metrics["val"]["images"] >= 16
     assert metrics["val"]["macro_auc"] is not None
+    reopened = runs.load_run(tmp_path / "blood")  # a --limit run reloads exactly its subset
+    assert len(reopened.split) == len(run.split) <= 170
+
+
+def test_pipeline_streams_hmnist_rows_like_load_images(tmp_path):
+    from edgecls.train.datasets import load_dataset
+    from edgecls.train.pipeline import image_dataset, image_sources
+    from edgecls.train.tf_env import import_tf
+
+    tf, _ = import_tf()
+    rng = np.random.default_rng(0)
+    pixels = rng.integers(0, 256, (12, 8 * 8 * 3))
+    table = pd.DataFrame(pixels, columns=[f"pixel{i:04d}" for i in range(8 * 8 * 3)]).assign(label=[0, 1, 4] * 4)
+    table.to_csv(tmp_path / "hmnist_8_8_RGB.csv", index=False)
+    dataset = load_dataset(tmp_path)
+    keys = dataset.items["key"]
+    streamed = np.stack([image for image, _ in image_dataset(tf, image_sources(dataset, keys, (16, 16)),
+                                                              dataset.items["label_index"], (16, 16)).as_numpy_iterator()])  # fmt: skip
+    np.testing.assert_array_equal(streamed, dataset.load_images(keys, (16, 16)))
+
+
+def test_pipeline_streams_files_like_load_images(colour_data):
+    from edgecls.train.datasets import load_dataset
+    from edgecls.train.pipeline import image_dataset, image_sources
+    from edgecls.train.tf_env import import_tf
+
+    tf, _ = import_tf()
+    dataset = load_dataset(colour_data)
+    keys = dataset.items["key"][::10]
+    sources = image_sources(dataset, keys, (24, 24))
+    assert sources == [dataset.image_source(k) for k in keys]  # the bulk form gives the same answers
+    streamed = np.stack([image for image, _ in image_dataset(tf, sources, np.zeros(len(keys)), (24, 24)).as_numpy_iterator()])
+    np.testing.assert_array_equal(streamed, dataset.load_images(keys, (24, 24)))

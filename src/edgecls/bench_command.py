@@ -34,6 +34,7 @@ def bench(
     output: Optional[Path] = typer.Option(None, "--output", "-o", help="Also write the JSON report here (atomically)."),
 ) -> None:
     """Benchmark .tflite models: per-image latency p50/p90/p99, images/s, file size, peak memory."""
+    from edgecls.cli_support import quiet_native_stderr
     from edgecls.edge_runtime.batch import collect_images
     from edgecls.edge_runtime.bench import BenchSettings, parse_threads, run_bench
     from edgecls.edge_runtime.builtin import resolve_model
@@ -52,9 +53,10 @@ def bench(
         workers=workers,
     )
     show_progress = not as_json and sys.stderr.isatty()
-    report = run_bench(
-        paths, settings, on_progress=(lambda m: typer.echo(f"measuring {m}", err=True)) if show_progress else None
-    )
+    with quiet_native_stderr():  # LiteRT's "INFO: Created ... XNNPACK delegate" once per interpreter
+        report = run_bench(
+            paths, settings, on_progress=(lambda m: typer.echo(f"measuring {m}", err=True)) if show_progress else None
+        )
     if output is not None:
         from edgecls.io import write_json_atomic
 

@@ -16,7 +16,7 @@ from typing import List, Optional
 import typer
 
 from edgecls import __version__
-from edgecls.cli_support import handle_errors
+from edgecls.cli_support import handle_errors, quiet_native_stderr
 from edgecls.errors import EXIT_ERROR, EXIT_OK, EXIT_PARTIAL, EdgeclsError
 
 app = typer.Typer(
@@ -56,8 +56,8 @@ def classify(
     output_format: OutputFormat = typer.Option(OutputFormat.table, "--format", "-f", help="table, json (one array) or csv."),
     output: Optional[Path] = typer.Option(None, "--output", "-o", help="Write json/csv here (atomically) instead of stdout."),
     top_k: int = typer.Option(3, "--top-k", "-k", min=1, help="How many labels to report per image."),
-    threads: Optional[int] = typer.Option(None, "--threads", "-t", min=1, help="Interpreter threads [default: min(4, cores)]."),
-    workers: Optional[int] = typer.Option(None, "--workers", min=1, help="Image decode threads [default: min(4, cores)]."),
+    threads: Optional[int] = typer.Option(None, "--threads", "-t", min=1, help="Interpreter threads (default: min(4, cores))."),
+    workers: Optional[int] = typer.Option(None, "--workers", min=1, help="Image decode threads (default: min(4, cores))."),
 ) -> None:
     """Classify images with a .tflite model. Exit 0: all classified; 1: some images failed; 2: nothing could run."""
     from edgecls.edge_runtime.batch import classify_paths, collect_images
@@ -70,7 +70,8 @@ def classify(
         raise EdgeclsError("--output needs --format json or csv")
     if output is not None and output.is_dir():
         raise EdgeclsError(f"{output}: is a folder; --output needs a file name")
-    classifier = TFLiteClassifier(resolve_model(model), num_threads=threads)
+    with quiet_native_stderr():
+        classifier = TFLiteClassifier(resolve_model(model), num_threads=threads)
     paths = collect_images(inputs)
     results = []
     with progress(len(paths), "classifying") as advance:
@@ -98,7 +99,8 @@ def info(
     from edgecls.edge_runtime.classifier import TFLiteClassifier
     from edgecls.report_format import print_model_info
 
-    description = TFLiteClassifier(resolve_model(model)).describe()
+    with quiet_native_stderr():
+        description = TFLiteClassifier(resolve_model(model)).describe()
     if as_json:
         typer.echo(json.dumps(description, indent=2))
     else:

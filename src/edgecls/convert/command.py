@@ -1,8 +1,105 @@
-"""`edgecls convert` (issue 4): placeholder until the converter lands."""
+"""`edgecls convert`: a run folder (or a .keras file with --data) -> TFLite files + parity report.
 
-from edgecls.errors import EdgeclsError
+No TensorFlow at import: the CLI imports this module to register the command.
+"""
+
+from __future__ import annotations
+
+import shlex
+import sys
+from enum import Enum
+from pathlib import Path
+from typing import List, Optional
+
+import typer
+
+from edgecls.convert.options import DEFAULT_MODES, MODE_HELP, ConvertOptions, parse_modes
+from edgecls.errors import EXIT_ERROR, EXIT_GATE, EdgeclsError
 
 
-def convert(run: str) -> None:
-    """Quantize a trained model to int8 TFLite (not implemented yet)."""
-    raise EdgeclsError("convert is not implemented yet")
+class IoType(str, Enum):
+    int8 = "int8"
+    uint8 = "uint8"
+
+
+_MODES_HELP = "; ".join(f"{mode}: {text}" for mode, text in MODE_HELP.items())
+
+
+def convert(
+    source: Path = typer.Argument(
+        ...,
+        help="A run folder from `edgecls train` (uses its dataset and split.csv), or a .keras model file (needs --data).",
+        show_default=False,
+    ),
+    data: Optional[Path] = typer.Option(
+        None, "--data", "-d", help="Dataset for a .keras file (split afresh); for a run folder, where its dataset is now."
+    ),
+    labels: Optional[Path] = typer.Option(
+        None, "--labels", help="A .keras file's labels in output order: labels.json or one per line (default: the dataset's sorted classes)."
+    ),
+    data_format: str = typer.Option("auto", "--format", help="Dataset layout for --data: auto, ham10000, folders or hmnist."),
+    output: Optional[Path] = typer.Option(
+        None, "--output", "-o", help="Folder for the .tflite files and parity.json/.md (default: RUN/convert, or MODEL_convert/ beside a .keras file)."
+    ),
+    mode: Optional[List[str]] = typer.Option(
+        None, "--mode", "-m", help=f"Repeatable or comma-separated (default: {','.join(DEFAULT_MODES)}). {_MODES_HELP}.", show_default=False
+    ),
+    io: IoType = typer.Option(IoType.int8, "--io", help="Input/output type of full-integer models (uint8 input = the pixel itself)."),
+    qat_epochs: int = typer.Option(2, "--qat-epochs", min=1, help="Quantization-aware fine-tuning epochs on the training split."),
+    qat_lr: float = typer.Option(1e-4, "--qat-lr", min=0.0, help="Learning rate of QAT fine-tuning (low: it nudges, not retrains)."),
+    qat_batch_size: int = typer.Option(32, "--qat-batch-size", min=1, help="Batch size of QAT fine-tuning."),
+    calibration_size: int = typer.Option(256, "--calibration-size", min=1, help="Class-balanced training images that calibrate int8 ranges."),
+    max_drop: float = typer.Option(
+        1.0, "--max-drop", help="Parity gate: most accuracy points a full-integer file may lose against the float Keras model; exit 3 beyond."
+    ),
+    threads: Optional[int] = typer.Option(None, "--threads", "-t", min=1, help="Interpreter threads for parity and latency (default: min(4, cores))."),
+    seed: int = typer.Option(1234, "--seed", help="Seed for the split of a .keras file, calibration sampling and QAT."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress lines; the report table and verdict only."),
+) -> None:
+    """Convert a trained model to float32 and int8 TFLite (or other --mode), embed labels and metadata,
+    and prove every file on the test split. Exit 0: done, gate passed; 2: error; 3: an int8 file fell
+    more than --max-drop accuracy points behind float (files still written, marked failing)."""
+    from edgecls.cli_support import quiet_native_stderr
+    from edgecls.convert.conversion import convert_model_file, convert_run, read_labels
+    from edgecls.convert.report import print_report
+
+    options = ConvertOptions(
+        modes=parse_modes(mode) if mode else DEFAULT_MODES,
+        io_type=io.value,
+        qat_epochs=qat_epochs,
+        qat_learning_rate=qat_lr,
+        qat_batch_size=qat_batch_size,
+        calibration_size=calibration_size,
+        max_drop=max_drop,
+        threads=threads,
+        seed=seed,
+        command=_command_line(),
+        verbose=not quiet,
+    )
+    if source.is_dir():
+        if labels is not None:
+            raise EdgeclsError("--labels is for a .keras file; a run folder has its own labels.json")
+        with quiet_native_stderr():
+            report = convert_run(source, options, output, data_override=data)
+    elif not source.exists():
+        raise EdgeclsError(f"{source}: no such run folder or model file")
+    else:
+        if data is None:
+            raise EdgeclsError(f"{source}: converting a model file needs --data DATASET (its test split is the parity check)")
+        model_labels = read_labels(labels) if labels is not None else None
+        with quiet_native_stderr():
+            report = convert_model_file(source, data, options, output, labels=model_labels, data_format=data_format)
+    print_report(report)
+    typer.echo(f"wrote {report.output_dir}: " + ", ".join(row.file for row in report.rows if row.size_bytes) + ", parity.json, parity.md")
+    failed = report.failed_conversions
+    if failed:
+        raise EdgeclsError("; ".join(f"{row.name} could not be converted: {row.error}" for row in failed), EXIT_ERROR)
+    if not report.gate_passed:
+        raise EdgeclsError(report.verdict, EXIT_GATE)
+
+
+def _command_line() -> str:
+    # The command as typed, for each file's provenance; the CLI runner in tests has no argv of ours.
+    argv = sys.argv[1:] if sys.argv and Path(sys.argv[0]).name in ("edgecls", "__main__.py") else []
+    return "edgecls " + shlex.join(argv) if argv else "edgecls convert"
+

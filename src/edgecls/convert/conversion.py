@@ -51,8 +51,8 @@ def convert_model(
     write the `.tflite` files and parity.json/.md into `output_dir`, and return the report.
 
     `labels`: the model's output order (default: `dataset.labels`). `train_options`: the
-    TrainOptions the model was trained with, so QAT fine-tunes the same way (default: the
-    `edgecls train` defaults).
+    TrainOptions the model was trained with, so QAT fine-tunes with the same augmentation and
+    class balancing (default: neither, as for a model trained elsewhere).
     """
     options = options or ConvertOptions()
     say = _progress(options.verbose)

@@ -59,7 +59,7 @@ def as_float32(model):
     TFLite converter and tfmot want one float32 graph, and float16 maths on a workstation
     would also make the parity reference differ from what the model learned.
     """
-    if all(_policy_name(layer) in ("float32", None) for layer in _all_layers(model)):
+    if all(_policy_name(layer) in ("float32", None) for layer in all_layers(model)):
         return model
     _, keras = import_tf()
 
@@ -91,11 +91,12 @@ def outputs_probabilities(scores: np.ndarray) -> bool:
     return bool(np.all(scores >= -1e-6) and np.allclose(scores.sum(axis=1), 1.0, atol=1e-3))
 
 
-def _all_layers(model):
+def all_layers(model):
+    """Every layer, nested models' layers included."""
     for layer in model.layers:
         yield layer
         if hasattr(layer, "layers"):  # nested models
-            yield from _all_layers(layer)
+            yield from all_layers(layer)
 
 
 def _policy_name(layer) -> str | None:

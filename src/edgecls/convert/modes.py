@@ -90,7 +90,7 @@ class ModeConverter:
             return self._fallback(f"tfmot cannot make this model quantization-aware ({exc})", notes)
         if plan.left_float:
             message = (
-                f"QAT: tfmot cannot wrap {plan.describe_left_float()}; "
+                f"QAT: tfmot cannot wrap {plan.describe_left_float(self.model)}; "
                 "they stay float while fine-tuning and take their int8 ranges from calibration"
             )
             notice(message)
@@ -122,7 +122,7 @@ class ModeConverter:
             "qat_best_epoch": history["best_epoch"],
             "qat_learning_rate": self.options.qat_learning_rate,
             "qat_train_images": batches.train_images,
-            "qat_left_float": plan.describe_left_float(),
+            "qat_left_float": plan.describe_left_float(self.model),
         }
         final = history["epochs"][history["best_epoch"] - 1] if history["epochs"] else {}
         if "val_accuracy" in final:
@@ -143,7 +143,9 @@ class ModeConverter:
             return self.train_options
         from edgecls.train.options import TrainOptions
 
-        return TrainOptions()  # what `edgecls train` does by default
+        # How an outside model was trained is unknown: fine-tune on the images as they are
+        # (augmentations that are harmless for cells can change other classes, e.g. rotations).
+        return TrainOptions(augment=False, imbalance="none")
 
 
 def _rewrite_note(rewritten: list[str]) -> str:

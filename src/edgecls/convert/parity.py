@@ -153,20 +153,19 @@ class ParityReport:
     @property
     def verdict(self) -> str:
         """One line: whether every full-integer file is within --max-drop of float Keras."""
-        reference = self.reference.accuracy or 0.0
         gated = self.gated_rows
         if not gated:
             return "parity gate: not applied (no full-integer file was made)"
         failed = [row for row in gated if row.gate == GATE_FAILED]
-        worst = max(failed or gated, key=lambda row: row.accuracy_drop or 0.0)
-        detail = (
-            f"{worst.name} int8 accuracy {100 * (worst.accuracy or 0):.1f}% vs float Keras {100 * reference:.1f}% "
-            f"({_signed_drop(worst.accuracy_drop)}, allowed {self.max_drop:g} points)"
+        measured = ", ".join(
+            f"{row.name} {_percent(row.accuracy)} ({_signed_drop(row.accuracy_drop)})" for row in gated
         )
+        allowed = f"allowed drop {self.max_drop:g} point{'s' if abs(self.max_drop) != 1 else ''}"
+        head = f"float Keras accuracy {_percent(self.reference.accuracy)}; int8 {measured}; {allowed}"
         if failed:
-            names = ", ".join(row.file or row.name for row in failed)
-            return f"parity gate FAILED: {detail}; {names} written but marked failing"
-        return f"parity gate passed: {detail}"
+            files = ", ".join(row.file or row.name for row in failed)
+            return f"parity gate FAILED: {head}; {files} written but marked failing"
+        return f"parity gate passed: {head}"
 
     def to_dict(self) -> dict[str, Any]:
         doc = dataclasses.asdict(self)
@@ -177,9 +176,13 @@ class ParityReport:
 
 
 def _signed_drop(drop: float | None) -> str:
-    if drop is None:
+    if drop is None or round(drop, 1) == 0:
         return "no drop"
-    return f"{drop:.1f} points lower" if drop > 0 else f"{-drop:.1f} points higher" if drop < 0 else "no drop"
+    return f"{drop:.1f} points lower" if drop > 0 else f"{-drop:.1f} points higher"
+
+
+def _percent(value: float | None) -> str:
+    return "n/a" if value is None else f"{100 * value:.1f}%"
 
 
 def apply_gate(row: ParityRow, reference_accuracy: float, max_drop: float) -> None:

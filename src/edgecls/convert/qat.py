@@ -26,11 +26,12 @@ class QatUnavailable(Exception):
 class QatPlan:
     """Which layers fine-tune with fake quantization, and which are left to calibration."""
 
-    wrapped: list[str] = field(default_factory=list)
-    left_float: list[str] = field(default_factory=list)  # "ClassName 'layer_name'"
+    wrapped: list[str] = field(default_factory=list)  # layer names
+    left_float: list[str] = field(default_factory=list)  # layer names
 
-    def describe_left_float(self) -> str:
-        return ", ".join(self.left_float)
+    def describe_left_float(self, model) -> str:
+        """"GroupNormalization 'conv1_gn', LSTM 'lstm'", with `model`'s (the original) classes."""
+        return ", ".join(f"{type(model.get_layer(name)).__name__} '{name}'" for name in self.left_float)
 
 
 def quantization_aware_model(model):
@@ -46,9 +47,10 @@ def quantization_aware_model(model):
         wrapped = candidates - rejected
         if not wrapped:
             raise QatUnavailable("tfmot can wrap none of its layers")
-        annotated = _annotate(model, wrapped, keras, quantize)
         try:
-            with quantize.quantize_scope():
+            # tfmot rebuilds the model from its config: it must know every layer class.
+            with quantize.quantize_scope(_layer_classes(model)):
+                annotated = _annotate(model, wrapped, keras, quantize)
                 qat_model = quantize.quantize_apply(annotated)
             break
         except RuntimeError as exc:
@@ -56,12 +58,10 @@ def quantization_aware_model(model):
             if not match or match.group(1) in rejected:
                 raise QatUnavailable(_first_line(exc)) from None
             rejected.add(match.group(1))  # e.g. a BatchNormalization that no pattern folded
-        except (ValueError, TypeError) as exc:  # nested or subclassed models, unclonable layers
+        except Exception as exc:  # nested or subclassed models, unclonable layers, tfmot bugs
             raise QatUnavailable(_first_line(exc)) from None
     left_float = [
-        f"{type(layer).__name__} '{layer.name}'"
-        for layer in model.layers
-        if layer.name not in wrapped and not isinstance(layer, keras.layers.InputLayer)
+        layer.name for layer in model.layers if layer.name not in wrapped and not isinstance(layer, keras.layers.InputLayer)
     ]
     return qat_model, QatPlan(sorted(wrapped), left_float)
 
@@ -121,10 +121,13 @@ def _annotate(model, wrapped: set[str], keras, quantize):
         copy = layer.__class__.from_config(layer.get_config())
         return quantize.quantize_annotate_layer(copy) if layer.name in wrapped else copy
 
-    with quantize.quantize_scope():
-        annotated = keras.models.clone_model(model, clone_function=clone)
+    annotated = keras.models.clone_model(model, clone_function=clone)
     annotated.set_weights(model.get_weights())
     return annotated
+
+
+def _layer_classes(model) -> dict:
+    return {type(layer).__name__: type(layer) for layer in model.layers}
 
 
 def _bn_after_conv(layer, keras) -> bool:

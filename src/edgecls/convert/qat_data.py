@@ -6,8 +6,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-import numpy as np
-
 from edgecls.convert.samples import ConversionData
 
 
@@ -35,7 +33,7 @@ def qat_data(data: ConversionData, train_options, batch_size: int, seed: int) ->
     imbalance = getattr(train_options, "imbalance", "none")
     train, _steps = pipeline.training_dataset(
         tf,
-        _sources(data, train_items),
+        pipeline.image_sources(data.dataset, train_items["key"], data.image_size),
         train_labels,
         data.image_size,
         batch_size=batch_size,
@@ -47,25 +45,15 @@ def qat_data(data: ConversionData, train_options, batch_size: int, seed: int) ->
     validation = None
     if len(val_items):
         validation = pipeline.evaluation_dataset(
-            tf, _sources(data, val_items), data.model_labels(val_items), data.image_size, batch_size
+            tf,
+            pipeline.image_sources(data.dataset, val_items["key"], data.image_size),
+            data.model_labels(val_items),
+            data.image_size,
+            batch_size,
         )
     class_weight = None
     if imbalance == "class-weights":
-        class_weight = softened_class_weights(train_labels, len(data.labels), getattr(train_options, "class_weight_power", 1.0))
+        from edgecls.train.trainer import class_weights
+
+        class_weight = class_weights(train_labels, len(data.labels), getattr(train_options, "class_weight_power", 1.0))
     return QatData(train, validation, class_weight, len(train_items), len(val_items))
-
-
-def softened_class_weights(labels: np.ndarray, num_classes: int, power: float) -> dict[int, float]:
-    """scikit-learn's "balanced" weights raised to `power`, as `edgecls train` uses them."""
-    from sklearn.utils.class_weight import compute_class_weight
-
-    present = np.unique(labels)
-    weights = compute_class_weight("balanced", classes=present, y=labels) ** float(power)
-    table = {int(c): 1.0 for c in range(num_classes)}
-    table.update({int(c): float(w) for c, w in zip(present, weights)})
-    return table
-
-
-def _sources(data: ConversionData, items) -> list:
-    # Paths for files, arrays for HMNIST: what the pipeline hands to the shared preprocessing.
-    return [data.dataset.image_source(key) for key in items["key"].astype(str)]

@@ -26,6 +26,8 @@ COLUMNS = (
     ("gate", False),
 )
 
+TERMINAL_HEADERS = {"accuracy": "acc", "bal. acc.": "bal acc", "macro AUC": "AUC", "size KB": "KB", "ms/img": "ms"}
+
 
 def table_rows(report: ParityReport) -> list[list[str]]:
     float32_size = next((row.size_bytes for row in report.rows if row.name == "float32" and row.size_bytes), None)
@@ -92,6 +94,12 @@ def to_markdown(report: ParityReport) -> str:
     notes = report.notes + [f"{row.name}: {note}" for row in report.rows for note in row.notes]
     if notes:
         lines += ["", "## Notes", ""] + [f"- {note}" for note in notes]
+    detailed = [row for row in report.rows if row.details or row.error]
+    if detailed:
+        lines += ["", "## How each file was made", ""]
+        for row in detailed:
+            facts = [f"{key} {value}" for key, value in row.details.items() if value not in (None, "")]
+            lines.append(f"- {row.name}: " + (f"failed: {row.error}" if row.error else "; ".join(facts)))
     return "\n".join(lines) + "\n"
 
 
@@ -102,18 +110,24 @@ def write_report(report: ParityReport, output_dir: Path) -> tuple[Path, Path]:
 
 
 def print_report(report: ParityReport, console=None) -> None:
-    """A rich table, the verdict, and any notes."""
+    """A rich table, the verdict, and any notes. File names are left to the caller's summary
+    line so the table fits a normal terminal."""
     from rich.console import Console
     from rich.table import Table
 
-    console = console or Console(soft_wrap=False)
+    if console is None:
+        plain = Console()
+        # Piped or captured output gets no terminal width from rich (80): use a wide one.
+        console = Console(soft_wrap=False, width=None if plain.is_terminal else 120)
     title = f"{report.model} on {report.dataset}: test split, {report.test_images} images"
-    table = Table(title=title, show_edge=False, header_style="bold")
-    for header, right in COLUMNS:
-        table.add_column(header, justify="right" if right else "left", overflow="fold")
+    table = Table(title=title, show_edge=False, header_style="bold", pad_edge=False)
+    shown = [i for i, (header, _) in enumerate(COLUMNS) if header != "file"]
+    for i in shown:
+        header, right = COLUMNS[i]
+        table.add_column(TERMINAL_HEADERS.get(header, header), justify="right" if right else "left", overflow="fold")
     for row, cells in zip(report.rows, table_rows(report)):
         style = "red" if row.gate == GATE_FAILED or row.error else ("bold" if row.name == KERAS else None)
-        table.add_row(*cells, style=style)
+        table.add_row(*(cells[i] for i in shown), style=style)
     console.print(table)
     for note in report.notes + [f"{row.name}: {note}" for row in report.rows for note in row.notes]:
         console.print(f"note: {note}", highlight=False)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import warnings
 from collections import deque
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
@@ -47,7 +48,7 @@ def collect_images(inputs: Iterable[str | os.PathLike]) -> list[Path]:
         if path.is_dir():
             found = [
                 Path(root) / name
-                for root, dirs, files in os.walk(path)
+                for root, dirs, files in os.walk(path, onerror=_unreadable_folder)
                 for name in files
                 if is_image_file(Path(name)) and not name.startswith(".")
             ]
@@ -59,6 +60,12 @@ def collect_images(inputs: Iterable[str | os.PathLike]) -> list[Path]:
         else:
             raise EdgeclsError(f"{path}: no such file or folder")
     return paths
+
+
+def _unreadable_folder(exc: OSError) -> None:
+    # os.walk would skip it silently: the images in it would simply be missing from the results.
+    folder = _display(Path(exc.filename or "?"))
+    warnings.warn(f"{folder}: cannot read folder ({exc.strerror or exc}); its images are skipped", stacklevel=2)
 
 
 def _suffixes() -> set[str]:
@@ -115,6 +122,11 @@ def classify_paths(
             yield ImageResult(_display(path), classifier.predict(decoded, top_k, buffer))
 
 
+_CONTROL_ESCAPES = {c: f"\\x{c:02x}" for c in (*range(0x20), 0x7F)}
+
+
 def _display(path: Path) -> str:
     # Non-UTF-8 file names still print: undecodable bytes become escapes, not a crash.
-    return os.fsdecode(path).encode("utf-8", "backslashreplace").decode("utf-8")
+    # Control characters (a newline in a file name) are escaped too: one report stays one line.
+    text = os.fsdecode(path).encode("utf-8", "backslashreplace").decode("utf-8")
+    return text.translate(_CONTROL_ESCAPES) if not text.isprintable() else text

@@ -12,6 +12,7 @@ import os
 import platform
 import sys
 import time
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Sequence
@@ -214,7 +215,9 @@ def run_bench(
         for threads in settings.threads:
             classifier = loaded[index] if threads == first_threads else None
             if classifier is None:
-                classifier = TFLiteClassifier(path, num_threads=threads)
+                with warnings.catch_warnings():  # "no metadata" was said when it first loaded
+                    warnings.simplefilter("ignore")
+                    classifier = TFLiteClassifier(path, num_threads=threads)
             if on_progress:
                 on_progress(f"{model.name}: {threads} thread{'s' if threads > 1 else ''}")
             samples = time_invokes(classifier, settings.warmup, settings.runs, settings.seconds, settings.seed)
@@ -251,6 +254,7 @@ def run_bench(
             "seed": settings.seed,
             "latency": "to_input + set_tensor + invoke + get_tensor (dequantized), one image",
             "ratios": "size_ratio = size / first model's; speed_ratio = first model's p50 / p50 (>1 is faster)",
+            "peak_rss_mib": "this process's high-water resident memory, cumulative over the run",
         },
         "peak_rss_mib": peak_rss_mib(),
         "models": [m.to_dict() for m in models],

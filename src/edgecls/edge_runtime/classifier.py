@@ -80,6 +80,9 @@ class TFLiteClassifier:
         out_shape = tuple(int(d) for d in self.output_details["shape"])
         if len(out_shape) != 2 or out_shape[0] != 1 or out_shape[1] < 2:
             raise EdgeclsError(f"expected class scores of shape [1, N>=2], got {list(out_shape)}")
+        if self.output_details["dtype"] != np.float32 and not self.output_details["quantization"][0]:
+            # Dequantizing with scale 0 would turn every answer into zeros, silently.
+            raise EdgeclsError(f"quantized {np.dtype(self.output_details['dtype']).name} output tensor has no scale")
         self.input_shape = shape
         self.num_classes = out_shape[1]
 
@@ -199,17 +202,20 @@ class TFLiteClassifier:
         try:
             self.interpreter.set_tensor(self.input_details["index"], model_input)
             self.interpreter.invoke()
+            raw = self.interpreter.get_tensor(self.output_details["index"])[0]
         except (RuntimeError, ValueError) as exc:  # a kernel that refuses this (damaged) model
             first = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__
             raise EdgeclsError(f"the interpreter cannot run this model ({first})") from None
-        raw = self.interpreter.get_tensor(self.output_details["index"])[0]
         if raw.dtype != np.float32:
             scale, zero_point = self.output_details["quantization"]
             raw = (raw.astype(np.float32) - zero_point) * np.float32(scale)
         if self.metadata.output == "logits":
             shifted = np.exp(raw - raw.max())
             raw = shifted / shifted.sum()
-        return raw.astype(np.float32, copy=False)
+        raw = raw.astype(np.float32, copy=False)
+        if not np.isfinite(raw).all():  # NaN would sort anywhere and write invalid JSON
+            raise EdgeclsError("the model returned NaN or infinite scores: its weights are probably damaged")
+        return raw
 
     def predict(self, image: np.ndarray, top_k: int = 3, buffer: np.ndarray | None = None) -> Prediction:
         """Classify one uint8 image already at the model's input size."""

@@ -46,7 +46,7 @@ def make_interpreter(model_bytes: bytes, num_threads: int | None) -> tuple[Any, 
         interpreter.allocate_tensors()
     except (ValueError, RuntimeError) as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise EdgeclsError(f"the interpreter cannot load this model ({first[:200]})") from None
+        raise EdgeclsError(f"the model file is corrupt or unsupported: the interpreter cannot load it ({first[:200]})") from None
     return interpreter, package
 
 
@@ -63,7 +63,7 @@ _ZERO_POINT_RANGE = {np.dtype(np.int8): (-128, 127), np.dtype(np.uint8): (0, 255
 _OPTIONAL_FROM = {"CONV_2D": 2, "DEPTHWISE_CONV_2D": 2, "FULLY_CONNECTED": 2, "TRANSPOSE_CONV": 3}
 _ALL_INPUTS_REQUIRED = frozenset(
     "ADD AVERAGE_POOL_2D CONCATENATION DEQUANTIZE HARD_SWISH LOGISTIC MAX_POOL_2D MEAN MUL PAD "
-    "QUANTIZE RELU RELU6 RESHAPE SOFTMAX SUB".split()
+    "QUANTIZE RELU RELU6 SOFTMAX SUB".split()  # not RESHAPE: its shape input is optional
 )
 
 
@@ -114,7 +114,10 @@ def _all_tensor_details(interpreter: Any):
     try:
         subgraphs = int(wrapper.NumSubgraphs())
         counts = [int(wrapper.NumTensors(index)) for index in range(subgraphs)]
-        interpreter._get_tensor_details(0, 0) if counts and counts[0] else None
+        try:
+            interpreter._get_tensor_details(0, 0) if counts and counts[0] else None
+        except ValueError:  # the call works; tensor 0 is one the loop below handles
+            pass
     except (AttributeError, TypeError):  # an older interpreter package without these internals
         yield from interpreter.get_tensor_details()
         return

@@ -80,7 +80,10 @@ def load_image(path: str | os.PathLike, size: tuple[int, int], channels: int = 3
 def prepare_image(img: Image.Image | np.ndarray, size: tuple[int, int], channels: int = 3) -> np.ndarray:
     """Orient, convert and resize an in-memory image (PIL image or uint8 array) like `load_image`."""
     if isinstance(img, np.ndarray):
-        img = Image.fromarray(_to_uint8(img).squeeze())
+        array = _to_uint8(img)
+        if array.ndim == 3 and array.shape[2] == 1:
+            array = array[..., 0]  # not squeeze(): a 1-pixel-high RGB array must stay 1xWx3
+        img = Image.fromarray(array)
     else:
         img = ImageOps.exif_transpose(img)
     img = _to_mode(img, "RGB" if channels == 3 else "L")
@@ -126,9 +129,14 @@ def _to_uint8(array: np.ndarray) -> np.ndarray:
     return np.clip(array, 0, 255).astype(np.uint8)
 
 
+_CONTROL_ESCAPES = {c: f"\\x{c:02x}" for c in (*range(0x20), 0x7F)}
+
+
 def _shown(path: str | os.PathLike) -> str:
     # Non-UTF-8 file names still print: undecodable bytes become escapes, not a UnicodeEncodeError.
-    return os.fsdecode(path).encode("utf-8", "backslashreplace").decode("utf-8")
+    # Control characters (a newline in a file name) are escaped too: one report stays one line.
+    text = os.fsdecode(path).encode("utf-8", "backslashreplace").decode("utf-8")
+    return text.translate(_CONTROL_ESCAPES) if not text.isprintable() else text
 
 
 def _reason(exc: BaseException) -> str:

@@ -130,13 +130,10 @@ class HistoryWriter(keras.callbacks.Callback):
     def on_epoch_end(self, epoch, logs=None):
         self.rows = [row for row in self.rows if row.get("epoch", -1) < epoch]  # a replayed epoch replaces its row
         seconds = round(time.perf_counter() - self.started, 2)
-        self.rows.append({"epoch": epoch, **{k: float(v) for k, v in (logs or {}).items()}, "seconds": seconds})
+        # "lr" (ReduceLROnPlateau's) repeats ValidationMetrics' learning_rate.
+        values = {k: float(v) for k, v in (logs or {}).items() if k != "lr"}
+        self.rows.append({"epoch": epoch, **values, "seconds": seconds})
         write_text_atomic(self.path, pd.DataFrame(self.rows).to_csv(index=False, lineterminator="\n"))
-
-
-def early_stopping(monitor: str, patience: int):
-    return keras.callbacks.EarlyStopping(monitor=monitor, mode="min" if monitor.endswith("loss") else "max",
-                                         patience=patience, verbose=1)  # fmt: skip
 
 
 def best_so_far(history: pd.DataFrame | None, monitor: str) -> tuple[float | None, int | None]:

@@ -10,6 +10,7 @@ from typing import Optional
 
 import typer
 
+from edgecls.errors import EdgeclsError
 from edgecls.train.models import list_models
 from edgecls.train.options import TrainOptions
 
@@ -97,7 +98,10 @@ def train(
         mixed_precision=mixed_precision.value, resume=resume, force=force,
         verbose=1 if sys.stdout.isatty() else 2,
     )  # fmt: skip
-    train_model(options, data, output, echo=typer.echo)
+    try:
+        train_model(options, data, output, echo=typer.echo)
+    except KeyboardInterrupt:
+        raise EdgeclsError(f"interrupted; continue with: edgecls train {data} --output {output} --resume", 130) from None
     _list_files(output)
 
 

@@ -195,12 +195,20 @@ def evaluate_model_file(model, data=None, run_dir=None, split: str | None = None
     model = Path(model)
     if runs.is_run_dir(model):
         run_dir, model = model, model / runs.MODEL_FILE
+    # Model problems first: they are quicker to find than reading a whole dataset.
+    if not model.is_file():
+        raise EdgeclsError(f"{model}: no such model file")
+    if model.suffix.lower() not in (".keras", ".tflite"):
+        raise EdgeclsError(f"{model}: expected a .keras or .tflite model, or a run folder")
     run = runs.load_run(run_dir, data_override=data) if run_dir else None
     split = split or ("test" if run else "all")
     if split not in ("train", "val", "test", "all"):
         raise EdgeclsError(f"--split must be one of test, val, train, all; got {split!r}")
     if split != "all" and run is None:
         raise EdgeclsError(f"--split {split} needs the run whose split.csv defines it: pass --run RUN_DIR (or use --split all)")
+    if output is None and run is None:
+        raise EdgeclsError("pass --output FOLDER for the report")
+    output = output or run.path / "evaluate" / f"{model.stem}-{split}"
     if run is not None:
         dataset = run.dataset
     elif data is None:
@@ -220,21 +228,15 @@ def evaluate_model_file(model, data=None, run_dir=None, split: str | None = None
             raise EdgeclsError(f"{model}: takes {classifier.channels}-channel images; edgecls datasets are RGB")
         predict, labels, size, kind = tflite_predictor(classifier), classifier.labels, classifier.input_size, "TFLite"
         kind += f" ({np.dtype(classifier.input_details['dtype']).name} input)"
-    elif model.suffix.lower() == ".keras":
+    else:
         keras_model = runs.load_keras_model(model)
         labels = _keras_labels(model, run, dataset, keras_model.output_shape[-1], echo)
         size, kind, predict = tuple(keras_model.input_shape[1:3]), "Keras", keras_predictor(keras_model)
-    else:
-        raise EdgeclsError(f"{model}: expected a .keras or .tflite model, or a run folder")
 
     items = dataset.items if split == "all" else run.split_items(split)
     echo(f"evaluating {model.name} ({kind}, {size[0]}x{size[1]}) on {len(items)} images ({split})")
     result = evaluate_split(split, predict, dataset, items, labels, size)
     echo(summary_line(result))
-    if output is None:
-        if run is None:
-            raise EdgeclsError("pass --output FOLDER for the report")
-        output = run.path / "evaluate" / f"{model.stem}-{split}"
     facts = {"model": f"{model} ({kind})", "dataset": f"{dataset.name} ({dataset.root})", "split": split,
              "image_size": f"{size[0]}x{size[1]}", "run": str(run.path) if run else None}  # fmt: skip
     return write_report(Path(output), [result], f"{model.name} on {dataset.name}", facts,

@@ -12,10 +12,11 @@ from edgecls.errors import EdgeclsError
 
 
 def last_spatial_layer(model):
-    """The last layer whose output is a feature map (batch, h, w, channels) with h, w > 1 if any."""
-    candidates = [layer for layer in model.layers if len(getattr(layer.output, "shape", ())) == 4]
+    """The last layer whose output is a feature map (batch, h, w, channels), h, w > 1 if any;
+    None for a model without one (the input image itself does not count)."""
+    candidates = [layer for layer in model.layers[1:] if len(getattr(layer.output, "shape", ())) == 4]
     if not candidates:
-        raise EdgeclsError(f"model {model.name} has no convolutional feature map for Grad-CAM")
+        return None
     spatial = [layer for layer in candidates if (layer.output.shape[1] or 0) > 1 and (layer.output.shape[2] or 0) > 1]
     return (spatial or candidates)[-1]
 
@@ -26,6 +27,8 @@ def gradcam_heatmaps(model, images: np.ndarray, class_indices: np.ndarray, layer
 
     tf, keras = import_tf()
     layer = layer or last_spatial_layer(model)
+    if layer is None:
+        raise EdgeclsError(f"model {model.name} has no convolutional feature map for Grad-CAM")
     probe = keras.Model(model.inputs, [layer.output, model.output])
     x = tf.convert_to_tensor(images.astype(np.float32) / 255.0)
     with tf.GradientTape() as tape:

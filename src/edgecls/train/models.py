@@ -315,4 +315,4 @@ def efficientnet_lite0(keras, input_shape, num_classes, weights=None, dropout: f
 
 def _first_line(exc: BaseException) -> str:
     text = str(exc).strip()
-    return (text.splitlines()[0] if text else type(exc).__name__)[:200]
+    return (text.splitlines()[0] if text else type(exc).__name__)[:300]

@@ -28,6 +28,8 @@ def save_figure(fig, path: Path) -> Path:
 
 def plot_history(history: pd.DataFrame, path: Path) -> Path | None:
     """Loss, and accuracy-like metrics, per epoch: train against validation."""
+    from matplotlib.ticker import MaxNLocator
+
     if history is None or history.empty or "epoch" not in history:
         return None
     epochs = history["epoch"].to_numpy() + 1
@@ -40,6 +42,7 @@ def plot_history(history: pd.DataFrame, path: Path) -> Path | None:
                 ax.plot(epochs, history[column], marker="o", markersize=3, label=column)
         ax.set_title(title)
         ax.set_xlabel("epoch")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
     if "learning_rate" in history:

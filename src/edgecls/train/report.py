@@ -48,12 +48,18 @@ def write_report(
         if r.metrics["macro_auc"] is not None:
             figures.append((f"ROC curves, {r.name}", plots.plot_roc(
                 r.y_true, r.probabilities, labels, plot_dir / f"roc_{r.name}.png", f"{title}: {r.name}")))  # fmt: skip
-    if keras_model is not None and dataset is not None and image_size is not None:
+    if keras_model is not None and dataset is not None and image_size is not None and _has_feature_map(keras_model):
         path = _gradcam(keras_model, dataset, results[-1], image_size, plot_dir / f"gradcam_{results[-1].name}.png")
         figures.append((f"Grad-CAM, {results[-1].name} (mistakes first)", path))
     written += [path for _, path in figures]
     written.append(write_text_atomic(output_dir / "report.md", _markdown(title, facts, results, figures, output_dir)))
     return written
+
+
+def _has_feature_map(model) -> bool:
+    from edgecls.train.gradcam import last_spatial_layer
+
+    return last_spatial_layer(model) is not None
 
 
 def _gradcam(model, dataset, result: SplitResult, size: tuple[int, int], path: Path) -> Path:

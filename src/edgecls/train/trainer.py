@@ -46,6 +46,8 @@ def train_model(
         saved = runs.load_run(run_dir).options
         options = TrainOptions.from_config(saved.to_config(), epochs=options.epochs, verbose=options.verbose, resume=True)
         echo(f"resuming {run_dir}: {options.model}, {options.image_size}px, up to epoch {options.epochs}")
+    elif options.resume:
+        echo(f"nothing to resume in {run_dir}: starting a new run")
 
     dataset = load_dataset(data_path, options.data_format)
     echo(f"dataset: {dataset.summary()}")
@@ -60,9 +62,9 @@ def train_model(
     runs.write_run_config(run_dir, data_path, dataset, options)
     echo(split_summary(dataset, split))
 
-    fit_model(options, dataset, split, run_dir, echo, list(extra_callbacks))
+    model = fit_model(options, dataset, split, run_dir, echo, list(extra_callbacks))
     run = runs.load_run(run_dir, data_override=str(data_path))
-    run.__dict__["dataset"] = dataset  # already loaded (and subset); skip reading it again
+    run.__dict__.update(dataset=dataset, model=model)  # both in memory already: skip reloading them
     from edgecls.train.evaluate import evaluate_run
 
     evaluate_run(run, ("val", "test"), run_dir, echo)
@@ -110,17 +112,18 @@ def precision_policy(keras, tf, setting: str):
         keras.mixed_precision.set_global_policy("float32")
 
 
-def fit_model(options: TrainOptions, dataset, split: pd.Series, run_dir: Path, echo: Echo, extra_callbacks: list) -> None:
+def fit_model(options: TrainOptions, dataset, split: pd.Series, run_dir: Path, echo: Echo, extra_callbacks: list):
+    """Fit, then save the best epoch's weights as model.keras (float32); return that model."""
     from edgecls.train import callbacks as cb
     from edgecls.train.models import create_model
-    from edgecls.train.pipeline import evaluation_dataset, training_dataset
+    from edgecls.train.pipeline import evaluation_dataset, image_sources, training_dataset
     from edgecls.train.tf_env import import_tf
 
     tf, keras = import_tf()
     keras.utils.set_random_seed(options.seed)
     labels = list(dataset.labels)
     items = dataset.items
-    sources = {name: [dataset.image_source(k) for k in items["key"][split == name]] for name in ("train", "val")}
+    sources = {name: image_sources(dataset, items["key"][split == name], options.size) for name in ("train", "val")}
     targets = {name: items["label_index"][split == name].to_numpy() for name in ("train", "val")}
     if not len(targets["val"]):
         raise EdgeclsError("the validation split is empty: training needs it to pick the best epoch (--val-fraction)")
@@ -132,7 +135,9 @@ def fit_model(options: TrainOptions, dataset, split: pd.Series, run_dir: Path, e
     )  # fmt: skip
     val_data = evaluation_dataset(tf, sources["val"], targets["val"], options.size, options.batch_size,
                                   cache=cache + ".val" if cache else cache)  # fmt: skip
-    weights = class_weights(targets["train"], len(labels), options.class_weight_power) if options.imbalance == "class-weights" else None
+    weights = None
+    if options.imbalance == "class-weights":
+        weights = class_weights(targets["train"], len(labels), options.class_weight_power)
     if weights:
         echo("class weights: " + ", ".join(f"{labels[c]} {w:.2f}" for c, w in weights.items()))
 
@@ -145,22 +150,13 @@ def fit_model(options: TrainOptions, dataset, split: pd.Series, run_dir: Path, e
             model = create_model(options.model, (*options.size, 3), len(labels), weights=options.weights)
             model.compile(optimizer=keras.optimizers.Adam(learning_rate_schedule(keras, options, steps)),
                           loss=keras.losses.SparseCategoricalCrossentropy(), metrics=["accuracy"])  # fmt: skip
-        echo(f"model: {options.model}, {model.count_params():,} parameters, input {options.image_size}x{options.image_size}x3"
-             f"{', mixed precision' if mixed else ''}{f', {strategy.num_replicas_in_sync} replicas' if options.strategy == 'mirrored' else ''}")  # fmt: skip
+        extras = (", mixed precision" if mixed else "") + (
+            f", {strategy.num_replicas_in_sync} replicas" if options.strategy == "mirrored" else "")  # fmt: skip
+        echo(f"model: {options.model}, {model.count_params():,} parameters, "
+             f"input {options.image_size}x{options.image_size}x3{extras}")  # fmt: skip
         saver = cb.BestWeights(best_path, options.monitor, best, best_epoch)
-        # A fixed random sample of training images, unaugmented, for the BatchNorm statistics.
-        sample = np.random.default_rng(options.seed).permutation(len(targets["train"]))[: 16 * options.batch_size]
-        stats_data = evaluation_dataset(tf, [sources["train"][i] for i in sample], targets["train"][sample],
-                                        options.size, options.batch_size)  # fmt: skip
-        callbacks = [cb.PreciseBatchNorm(stats_data), cb.ValidationMetrics(val_data, targets["val"], labels), saver,
-                     cb.early_stopping(options.monitor, options.patience), cb.HistoryWriter(run_dir / runs.HISTORY_FILE, history)]  # fmt: skip
-        if options.lr_schedule == "plateau":
-            callbacks.insert(1, keras.callbacks.ReduceLROnPlateau(
-                options.monitor, mode="min" if options.monitor.endswith("loss") else "max",
-                factor=0.5, patience=max(1, options.patience // 3), min_lr=options.learning_rate / 100))  # fmt: skip
-        if options.tensorboard and _have_tensorboard(echo):
-            callbacks.append(keras.callbacks.TensorBoard(run_dir / runs.LOGS_DIR, write_graph=False, profile_batch=0))
-        callbacks += extra_callbacks
+        callbacks = _callbacks(tf, keras, options, sources["train"], targets["train"], val_data, targets["val"], labels,
+                               saver, history, run_dir, echo) + list(extra_callbacks)  # fmt: skip
         # Last, so a backup is only taken once the epoch's history and best weights are on disk.
         callbacks.append(keras.callbacks.BackupAndRestore(run_dir / runs.BACKUP_DIR, delete_checkpoint=False))
         started = time.perf_counter()
@@ -174,11 +170,37 @@ def fit_model(options: TrainOptions, dataset, split: pd.Series, run_dir: Path, e
     final = create_model(options.model, (*options.size, 3), len(labels))
     if best_path.is_file():
         final.load_weights(best_path)
-        echo(f"best epoch: {saver.best_epoch + 1} ({options.monitor} {saver.best:.4f})")
+        if saver.best is not None:
+            echo(f"best epoch: {saver.best_epoch + 1} ({options.monitor} {saver.best:.4f})")
     else:
         final.set_weights(model.get_weights())
         echo(f"no epoch had a finite {options.monitor}; saving the last weights")
     runs.save_keras_model(final, run_dir / runs.MODEL_FILE)
+    return final
+
+
+def _callbacks(tf, keras, options, train_sources, y_train, val_data, y_val, labels, saver, history,
+               run_dir: Path, echo: Echo) -> list:  # fmt: skip
+    """In this order: inference-mode statistics and metrics first, so that everything after them
+    (LR plateau, best checkpoint, early stopping, history, TensorBoard) sees the val_* values."""
+    from edgecls.train import callbacks as cb
+    from edgecls.train.pipeline import evaluation_dataset
+
+    # A fixed random sample of training images, unaugmented, for the BatchNorm statistics.
+    sample = np.random.default_rng(options.seed).permutation(len(y_train))[: 16 * options.batch_size]
+    stats_sources = [train_sources[i] for i in sample]
+    stats_data = evaluation_dataset(tf, stats_sources, y_train[sample], options.size, options.batch_size)
+    callbacks = [cb.PreciseBatchNorm(stats_data), cb.ValidationMetrics(val_data, y_val, labels)]
+    mode = "min" if options.monitor.endswith("loss") else "max"
+    if options.lr_schedule == "plateau":
+        callbacks.append(keras.callbacks.ReduceLROnPlateau(
+            options.monitor, mode=mode, factor=0.5, patience=max(1, options.patience // 3),
+            min_lr=options.learning_rate / 100))  # fmt: skip
+    callbacks += [saver, keras.callbacks.EarlyStopping(options.monitor, mode=mode, patience=options.patience, verbose=1),
+                  cb.HistoryWriter(run_dir / runs.HISTORY_FILE, history)]  # fmt: skip
+    if options.tensorboard and _have_tensorboard(echo):
+        callbacks.append(keras.callbacks.TensorBoard(run_dir / runs.LOGS_DIR, write_graph=False, profile_batch=0))
+    return callbacks
 
 
 def learning_rate_schedule(keras, options: TrainOptions, steps_per_epoch: int):
