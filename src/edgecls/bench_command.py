@@ -68,8 +68,9 @@ def bench(
 
 
 def print_bench_table(report: dict) -> None:
-    from rich.console import Console
     from rich.table import Table
+
+    from edgecls.report_format import console as make_console
 
     has_e2e = any(r["end_to_end"] for m in report["models"] for r in m["results"])
     table = Table(show_edge=False, header_style="bold")
@@ -96,9 +97,7 @@ def print_bench_table(report: dict) -> None:
                 e2e = r["end_to_end"] or {}
                 row += [f"{e2e['images_per_s']:.0f}" if e2e.get("images_per_s") else "-", _ratio(e2e.get("speed_ratio"))]
             table.add_row(*row)
-    console = Console(soft_wrap=False)
-    if not console.is_terminal:  # piped or captured: print whole numbers, not an 80-column squeeze
-        console = Console(soft_wrap=False, width=160)
+    console = make_console()
     console.print(table)
     settings, first = report["settings"], report["models"][0]["name"]
     runs = f"{settings['runs']} runs" if settings["runs"] else f"{settings['seconds']:g} s"

@@ -8,7 +8,6 @@ the command, never at import time, so `edgecls --help` stays fast on a Raspberry
 from __future__ import annotations
 
 import json
-import sys
 from enum import Enum
 from pathlib import Path
 from typing import List, Optional
@@ -17,7 +16,7 @@ import typer
 
 from edgecls import __version__
 from edgecls.cli_support import handle_errors, quiet_native_stderr
-from edgecls.errors import EXIT_ERROR, EXIT_OK, EXIT_PARTIAL, EdgeclsError
+from edgecls.errors import EXIT_ERROR, EXIT_PARTIAL, EdgeclsError
 
 app = typer.Typer(
     name="edgecls",

@@ -16,6 +16,15 @@ from edgecls.io import write_text_atomic
 PROGRESS_MIN_ITEMS = 20
 
 
+def console(stderr: bool = False):
+    """A rich Console; piped or captured output gets 160 columns instead of rich's 80-column
+    squeeze, so tables in logs and CI keep whole numbers on one line."""
+    from rich.console import Console
+
+    probe = Console(stderr=stderr)
+    return probe if probe.is_terminal else Console(stderr=stderr, soft_wrap=False, width=160)
+
+
 @contextlib.contextmanager
 def progress(total: int, description: str) -> Iterator[Callable[[], None]]:
     """A progress bar on stderr for long runs on a terminal; a no-op otherwise."""
@@ -67,7 +76,6 @@ def _csv_text(records: list[dict]) -> str:
 
 
 def _print_table(records: list[dict]) -> None:
-    from rich.console import Console
     from rich.table import Table
 
     table = Table(show_edge=False, header_style="bold")
@@ -76,7 +84,7 @@ def _print_table(records: list[dict]) -> None:
     for r in records:
         top = ", ".join(f"{t['label']} {t['probability']:.2f}" for t in r["top_k"][1:])
         table.add_row(r["path"], r["label"], f"{r['probability']:.3f}", top, f"{r['latency_ms']:.2f}")
-    Console(soft_wrap=False).print(table)
+    console().print(table)
 
 
 def print_model_info(d: dict) -> None:

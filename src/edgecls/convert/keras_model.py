@@ -13,26 +13,15 @@ from edgecls.train.tf_env import import_tf
 
 
 def load_keras_model(path: str | Path):
-    """Load a `.keras` file in safe mode, uncompiled; clear errors for anything else."""
+    """Load a `.keras` file (safe mode, uncompiled), refusing anything else with a clear line."""
+    from edgecls.train.run import load_keras_model as load_saved_model
+
     path = Path(path)
     if not path.exists():
         raise EdgeclsError(f"{path}: no such run folder or model file")
     if path.suffix != ".keras" or not zipfile.is_zipfile(path):
         raise EdgeclsError(f"{path}: not a Keras model file (expected a run folder or a .keras file)")
-    _, keras = import_tf()
-    _register_project_layers()
-    try:
-        return keras.models.load_model(path, compile=False, safe_mode=True)
-    except Exception as exc:  # Keras raises ValueError, TypeError, KeyError... for bad files
-        raise EdgeclsError(f"{path}: cannot load the Keras model ({_first_line(exc)})") from None
-
-
-def _register_project_layers() -> None:
-    # Importing the registry registers any custom layers its models use with Keras.
-    try:
-        import edgecls.train.models  # noqa: F401
-    except ImportError:
-        pass
+    return load_saved_model(path)
 
 
 def image_input_size(model) -> tuple[int, int]:
@@ -74,16 +63,6 @@ def as_float32(model):
     return clone
 
 
-def predict_probabilities(model, images: np.ndarray, batch_size: int = 64) -> np.ndarray:
-    """Float Keras scores for uint8 images, fed exactly as in training: pixel / 255."""
-    tf, _ = import_tf()
-    scores = []
-    for start in range(0, len(images), batch_size):
-        batch = images[start : start + batch_size].astype(np.float32) / np.float32(255.0)
-        scores.append(np.asarray(model(tf.constant(batch), training=False), np.float32))
-    return np.concatenate(scores) if scores else np.zeros((0, output_classes(model)), np.float32)
-
-
 def outputs_probabilities(scores: np.ndarray) -> bool:
     """True when rows look like softmax output (non-negative, summing to 1)."""
     if not len(scores):
@@ -102,8 +81,3 @@ def all_layers(model):
 def _policy_name(layer) -> str | None:
     policy = getattr(layer, "dtype_policy", None)
     return getattr(policy, "name", None)
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return (text.splitlines()[0] if text else type(exc).__name__)[:200]

@@ -100,16 +100,19 @@ class ModeConverter:
             f"QAT: fine-tuning {self.options.qat_epochs} epoch(s) on {batches.train_images} training images "
             f"(best of {batches.validation_images} validation images kept), learning rate {self.options.qat_learning_rate:g}"
         )
-        history = fine_tune(
-            qat_model,
-            batches.train,
-            batches.validation,
-            epochs=self.options.qat_epochs,
-            learning_rate=self.options.qat_learning_rate,
-            class_weight=batches.class_weight,
-            seed=self.options.seed,
-            verbose=self.options.verbose,
-        )
+        try:
+            history = fine_tune(
+                qat_model,
+                batches.train,
+                batches.validation,
+                epochs=self.options.qat_epochs,
+                learning_rate=self.options.qat_learning_rate,
+                class_weight=batches.class_weight,
+                seed=self.options.seed,
+                verbose=self.options.verbose,
+            )
+        except EdgeclsError as exc:
+            return self._fallback(str(exc), notes)
         self.say(f"converting: {QAT}")
         try:
             model_bytes = convert_to_tflite(qat_model, QAT, self.options.io_type, self.calibration.images)

@@ -13,6 +13,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 
+from edgecls.errors import EdgeclsError
 from edgecls.train.tf_env import import_tf
 
 _UNSUPPORTED_LAYER = re.compile(r"Layer (\S+?):<class '([^']+)'> is not supported")
@@ -72,7 +73,7 @@ def fine_tune(qat_model, train, validation, *, epochs: int, learning_rate: float
 
     Returns {"epochs": [per-epoch logs], "best_epoch": n}.
     """
-    _, keras = import_tf()
+    tf, keras = import_tf()
     keras.utils.set_random_seed(seed)
     qat_model.compile(
         optimizer=keras.optimizers.Adam(learning_rate),
@@ -80,14 +81,17 @@ def fine_tune(qat_model, train, validation, *, epochs: int, learning_rate: float
         metrics=[keras.metrics.SparseCategoricalAccuracy(name="accuracy")],
     )
     keep_best = _keep_best_epoch_callback(keras)
-    history = qat_model.fit(
-        train,
-        validation_data=validation,
-        epochs=epochs,
-        class_weight=class_weight,
-        callbacks=[keep_best] if validation is not None else [],
-        verbose=2 if verbose else 0,
-    )
+    try:
+        history = qat_model.fit(
+            train,
+            validation_data=validation,
+            epochs=epochs,
+            class_weight=class_weight,
+            callbacks=[keep_best] if validation is not None else [],
+            verbose=2 if verbose else 0,
+        )
+    except tf.errors.OpError as exc:  # an unreadable image in the pipeline, out of memory...
+        raise EdgeclsError(f"QAT fine-tuning failed ({_first_line(exc)})") from None
     per_epoch = [{key: float(values[i]) for key, values in history.history.items()} for i in range(len(history.epoch))]
     return {"epochs": per_epoch, "best_epoch": keep_best.best_epoch or len(per_epoch)}
 

@@ -112,13 +112,12 @@ def write_report(report: ParityReport, output_dir: Path) -> tuple[Path, Path]:
 def print_report(report: ParityReport, console=None) -> None:
     """A rich table, the verdict, and any notes. File names are left to the caller's summary
     line so the table fits a normal terminal."""
-    from rich.console import Console
     from rich.table import Table
 
     if console is None:
-        plain = Console()
-        # Piped or captured output gets no terminal width from rich (80): use a wide one.
-        console = Console(soft_wrap=False, width=None if plain.is_terminal else 120)
+        from edgecls.report_format import console as make_console
+
+        console = make_console()
     title = f"{report.model} on {report.dataset}: test split, {report.test_images} images"
     table = Table(title=title, show_edge=False, header_style="bold", pad_edge=False)
     shown = [i for i, (header, _) in enumerate(COLUMNS) if header != "file"]
