@@ -97,3 +97,22 @@ def test_info_prints_labels_tensors_and_provenance(colour_models):
         assert text in result.stdout
     as_json = json.loads(runner.invoke(app, ["info", str(colour_models["uint8"]), "--json"]).stdout)
     assert as_json["input"]["dtype"] == "uint8"
+
+
+@pytest.mark.parametrize(
+    "args,message",
+    [
+        (["classify", "-m", "m.tflite", "--top-k", "0", "x.jpg"], "Invalid value for '--top-k'"),
+        (["classify"], "Missing argument"),
+        (["no-such-command"], "No such command"),
+        (["classify", "--format", "xml", "-m", "m.tflite", "x.jpg"], "Invalid value for '--format'"),
+    ],
+)
+def test_bad_flags_are_one_line_through_the_real_entry_point(args, message):
+    import subprocess
+    import sys
+
+    out = subprocess.run([sys.executable, "-m", "edgecls", *args], capture_output=True, text=True)
+    assert out.returncode == 2
+    assert out.stderr.startswith("edgecls: error:") and message in out.stderr
+    assert out.stderr.count("\n") == 1 and "Traceback" not in out.stderr

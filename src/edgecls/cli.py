@@ -8,6 +8,7 @@ the command, never at import time, so `edgecls --help` stays fast on a Raspberry
 from __future__ import annotations
 
 import json
+import sys
 from enum import Enum
 from pathlib import Path
 from typing import List, Optional
@@ -143,7 +144,22 @@ _register_workstation_commands()
 
 
 def main() -> None:
-    app()
+    """Console entry point: like `app()`, but a bad flag is one `edgecls: error:` line too."""
+    import click
+
+    try:
+        code = app(standalone_mode=False)
+    except click.UsageError as exc:
+        command = exc.ctx.command_path if exc.ctx else "edgecls"
+        typer.echo(f"edgecls: error: {exc.format_message()} (see '{command} --help')", err=True)
+        code = exc.exit_code
+    except click.ClickException as exc:
+        typer.echo(f"edgecls: error: {exc.format_message()}", err=True)
+        code = exc.exit_code
+    except click.Abort:
+        typer.echo("edgecls: error: interrupted", err=True)
+        code = 130
+    sys.exit(code if isinstance(code, int) else 0)
 
 
 if __name__ == "__main__":

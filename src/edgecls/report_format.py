@@ -45,7 +45,8 @@ def write_records(results: Sequence, fmt: str, output: Path | None) -> None:
     if fmt == "table":
         if output is not None:
             raise_usage("--output needs --format json or csv")
-        _print_table(records)
+        if records:
+            _print_table(records)
         return
     text = json.dumps(records, indent=2) + "\n" if fmt == "json" else _csv_text(records)
     if output is None:

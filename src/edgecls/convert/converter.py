@@ -18,7 +18,8 @@ def convert_to_tflite(model, mode: str, io_type: str = "int8", calibration: np.n
     """Convert with the settings of `mode`. Full-integer modes need `calibration`: uint8
     images (N, H, W, 3) that set the activation ranges (for QAT models, those it did not learn)."""
     tf, _ = import_tf()
-    converter = _fixed_batch_converter(tf, model)
+    with _quiet_converter():
+        converter = _fixed_batch_converter(tf, model)
     if mode == FLOAT16:
         converter.optimizations = [tf.lite.Optimize.DEFAULT]
         converter.target_spec.supported_types = [tf.float16]

@@ -41,6 +41,8 @@ def train_model(
 
     options.validate()
     run_dir = Path(run_dir)
+    # Check the data before --force clears an existing run: bad data must not cost the old run.
+    dataset = None if options.resume else load_dataset(data_path, options.data_format)
     resuming = runs.prepare_run_dir(run_dir, force=options.force, resume=options.resume)
     if resuming:
         saved = runs.load_run(run_dir).options
@@ -49,7 +51,8 @@ def train_model(
     elif options.resume:
         echo(f"nothing to resume in {run_dir}: starting a new run")
 
-    dataset = load_dataset(data_path, options.data_format)
+    if dataset is None:
+        dataset = load_dataset(data_path, options.data_format)
     echo(f"dataset: {dataset.summary()}")
     if options.limit:
         dataset = runs.stratified_subset(dataset, options.limit, options.seed)
