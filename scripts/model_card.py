@@ -1,0 +1,132 @@
+"""Write the model card of a built-in model from its run folder's own reports.
+
+    python scripts/model_card.py runs/ham10000 ham10000
+
+Reads RUN/metrics.json (float Keras), RUN/convert/parity.json (float vs int8) and
+RUN/evaluate/model_int8-{val,test}/metrics.json (`edgecls evaluate` of the int8 file, which
+build_builtin_models.sh runs), and writes src/edgecls/models/NAME.md. Nothing is typed in by hand.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+DATASETS = {
+    "ham10000": {
+        "title": "HAM10000 dermatoscopic skin lesions (7 classes)",
+        "source": "Tschandl, Rosendahl, Kittler, \"The HAM10000 dataset\", Sci. Data 5:180161 (2018), "
+        "Harvard Dataverse doi:10.7910/DVN/DBW86T",
+        "licence": "CC BY-NC 4.0: non-commercial use only, with attribution. This model is derived from "
+        "the data and is shared under the same terms.",
+        "grouping": "grouped by `lesion_id` (all images of one lesion on one side) and by byte-identical files",
+        "limits": [
+            "Class imbalance: `nv` is about two thirds of the images; `df` and `vasc` have about 100 each, "
+            "so their per-class figures rest on a handful of validation images.",
+            "Dermoscope and population bias: images come from two sites (Vienna, Queensland), mostly of "
+            "light skin types; performance on other skin types, cameras or clinical (non-dermoscopic) "
+            "photos is unknown and likely worse.",
+            "Resolution: trained on 94x94 inputs made from 200x150 copies of the 600x450 originals; fine "
+            "structures a dermatologist uses are lost.",
+            "Labels: about half are histopathology-confirmed, the rest by follow-up, expert consensus or "
+            "confocal microscopy (`dx_type`).",
+        ],
+    },
+    "blood": {
+        "title": "Blood Cell Cancer [ALL]: peripheral blood smears, acute lymphoblastic leukemia (4 classes)",
+        "source": "Aria et al., \"Acute Lymphoblastic Leukemia (ALL) image dataset\", Taleqani Hospital, Tehran "
+        "(Kaggle doi:10.34740/KAGGLE/DSV/2175623); Ghaderzadeh et al. 2022",
+        "licence": "See the dataset's page; cite Aria et al. and Ghaderzadeh et al. when using the data or this model.",
+        "grouping": "grouped by byte-identical files (duplicates within Pro-B kept on one side)",
+        "limits": [
+            "One hospital, one staining protocol and microscope setup: other labs' smears may look different "
+            "enough to break the model.",
+            "Images are whole fields at 224x224, reduced to 94x94; the dataset's benign class includes "
+            "hematogones, which look like early Pre-B blasts.",
+            "Near-duplicate (not byte-identical) fields of the same smear may sit on both sides of the split, "
+            "which would make validation figures optimistic.",
+        ],
+    },
+}
+
+
+def _pct(value) -> str:
+    return "-" if value is None else f"{100 * value:.1f}%"
+
+
+def _load(path: Path) -> dict:
+    return json.loads(path.read_text(encoding="utf-8"))
+
+
+def per_class_table(metrics: dict) -> list[str]:
+    lines = ["| class | precision | recall | F1 | ROC AUC | images |", "|---|---|---|---|---|---|"]
+    for label, m in metrics["per_class"].items():
+        auc = "-" if m.get("auc") is None else f"{m['auc']:.3f}"
+        lines.append(f"| {label} | {m['precision']:.3f} | {m['recall']:.3f} | {m['f1']:.3f} | {auc} | {m['support']} |")
+    return lines
+
+
+def card(run: Path, name: str, dataset_key: str) -> str:
+    info = DATASETS[dataset_key]
+    config = _load(run / "config.json")
+    float_metrics = _load(run / "metrics.json")
+    parity = _load(run / "convert" / "parity.json")
+    int8 = {split: _load(run / "evaluate" / f"model_int8-{split}" / "metrics.json") for split in ("val", "test")}
+    qat = next(row for row in parity["rows"] if row["name"] == "qat")
+    options = config.get("options", {})
+    lines = [
+        f"# Model card: `{name}`",
+        "",
+        f"int8 TFLite classifier of {info['title']}, trained and quantized by edgecls "
+        f"(`{config.get('model', options.get('model'))}`, {config['image_size'][0]}x{config['image_size'][1]} RGB, "
+        f"{qat['size_bytes'] / 1024:.0f} KB).",
+        "",
+        "## Intended use",
+        "Research and education: a worked example of taking a medical image classifier to a phone or a "
+        "Raspberry Pi and proving the int8 file matches its float model. **Not a medical device. Not for "
+        "diagnosis, screening or any clinical decision.**",
+        "",
+        "## Data and licence",
+        f"- Source: {info['source']}.",
+        f"- Licence: {info['licence']}",
+        f"- Split: 70/15/15 train/val/test of the development copy, stratified by class and {info['grouping']}; "
+        f"seed {options.get('seed')}. The file -> split list is `{name}.split.csv` beside this card in the repository. "
+        "A separate held-out test set, not used here, judges the shipped file.",
+        "",
+        "## Results (int8 file, run through LiteRT as on the device)",
+        "",
+        "| split | images | accuracy | balanced accuracy | macro ROC AUC | float Keras accuracy |",
+        "|---|---|---|---|---|---|",
+    ]
+    for split in ("val", "test"):
+        m, f = int8[split], float_metrics[split]
+        lines.append(
+            f"| {split} | {m['images']} | {_pct(m['accuracy'])} | {_pct(m['balanced_accuracy'])} | "
+            f"{m['macro_auc']:.3f} | {_pct(f['accuracy'])} |"
+        )
+    lines += [
+        "",
+        f"Parity on the test split: int8 agrees with float on {_pct(qat['agreement'])} of images, mean KL "
+        f"{qat['mean_kl']:.4f}; {parity['verdict']}.",
+        "",
+        "Per class, int8, validation split:",
+        "",
+        *per_class_table(int8["val"]),
+        "",
+        "## Known limits",
+        *[f"- {text}" for text in info["limits"]],
+        "",
+        "## Reproduce",
+        "`bash scripts/build_builtin_models.sh` (with the datasets in `../shared/data`): the exact `edgecls train` "
+        "and `edgecls convert` commands, seeds and split.",
+        "",
+    ]
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    run_dir, model_name, key = Path(sys.argv[1]), sys.argv[2], sys.argv[3]
+    target = Path(__file__).resolve().parents[1] / "src" / "edgecls" / "models" / f"{model_name}.md"
+    target.write_text(card(run_dir, model_name, key), encoding="utf-8")
+    print(f"wrote {target}")
