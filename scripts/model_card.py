@@ -125,8 +125,27 @@ def card(run: Path, name: str, dataset_key: str) -> str:
     return "\n".join(lines)
 
 
+def stamp_licence(model_path: Path, key: str) -> None:
+    """Put the data's attribution, licence and intended use into the shipped file's own metadata."""
+    from edgecls.edge_runtime.metadata import read_metadata, write_metadata
+    from edgecls.io import write_bytes_atomic
+
+    raw = model_path.read_bytes()
+    meta = read_metadata(raw)
+    meta.provenance.update(
+        {
+            "data_source": DATASETS[key]["source"],
+            "licence": DATASETS[key]["licence"],
+            "intended_use": "research and education; not a medical device, not for diagnosis",
+            "model_card": f"edgecls/models/{model_path.stem}.md",
+        }
+    )
+    write_bytes_atomic(model_path, write_metadata(raw, meta))
+
+
 if __name__ == "__main__":
     run_dir, model_name, key = Path(sys.argv[1]), sys.argv[2], sys.argv[3]
-    target = Path(__file__).resolve().parents[1] / "src" / "edgecls" / "models" / f"{model_name}.md"
-    target.write_text(card(run_dir, model_name, key), encoding="utf-8")
-    print(f"wrote {target}")
+    models = Path(__file__).resolve().parents[1] / "src" / "edgecls" / "models"
+    (models / f"{model_name}.md").write_text(card(run_dir, model_name, key), encoding="utf-8")
+    stamp_licence(models / f"{model_name}.tflite", key)
+    print(f"wrote {models / model_name}.md and stamped {model_name}.tflite")

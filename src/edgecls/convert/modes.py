@@ -15,7 +15,7 @@ from typing import Any, Callable
 
 from edgecls.convert.converter import convert_to_tflite
 from edgecls.convert.options import FULL_INTEGER_MODES, PTQ_INT8, QAT, ConvertOptions
-from edgecls.convert.qat import QatUnavailable, fine_tune, quantization_aware_model
+from edgecls.convert.qat import QatUnavailable, calibrate_activation_ranges, fine_tune, quantization_aware_model
 from edgecls.convert.qat_data import qat_data
 from edgecls.convert.rewrite import integer_friendly
 from edgecls.convert.samples import ConversionData, LabelledImages
@@ -95,10 +95,13 @@ class ModeConverter:
             )
             notice(message)
             notes.append(message)
+        if not calibrate_activation_ranges(qat_model, self.calibration.images):
+            notes.append("QAT: activation ranges start at tfmot's [-6, 6] (could not calibrate them first)")
         batches = qat_data(self.data, self._train_options(), self.options.qat_batch_size, self.options.seed)
         self.say(
-            f"QAT: fine-tuning {self.options.qat_epochs} epoch(s) on {batches.train_images} training images "
-            f"(best of {batches.validation_images} validation images kept), learning rate {self.options.qat_learning_rate:g}"
+            f"QAT: fine-tuning {self.options.qat_epochs} epoch(s) on {batches.train_images} training images at learning "
+            f"rate {self.options.qat_learning_rate:g}; keeping the epoch (0 = none) most accurate on {batches.validation_images} "
+            "validation images"
         )
         try:
             history = fine_tune(
@@ -127,9 +130,10 @@ class ModeConverter:
             "qat_train_images": batches.train_images,
             "qat_left_float": plan.describe_left_float(self.model),
         }
-        final = history["epochs"][history["best_epoch"] - 1] if history["epochs"] else {}
-        if "val_accuracy" in final:
-            details["qat_val_accuracy"] = round(final["val_accuracy"], 6)
+        if history["start_val_accuracy"] is not None:
+            best = history["epochs"][history["best_epoch"] - 1]["val_accuracy"] if history["best_epoch"] else history["start_val_accuracy"]
+            details["qat_val_accuracy_before"] = round(history["start_val_accuracy"], 6)
+            details["qat_val_accuracy"] = round(best, 6)
         return Converted(QAT, model_bytes, details, notes)
 
     def _fallback(self, reason: str, notes: list[str]) -> Converted:

@@ -13,6 +13,8 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 
+import numpy as np
+
 from edgecls.errors import EdgeclsError
 from edgecls.train.tf_env import import_tf
 
@@ -67,11 +69,67 @@ def quantization_aware_model(model):
     return qat_model, QatPlan(sorted(wrapped), left_float)
 
 
-def fine_tune(qat_model, train, validation, *, epochs: int, learning_rate: float, class_weight=None, seed: int = 0, verbose: bool = False) -> dict:
-    """Fine-tune in place on finite batches of (float image, label), one pass per epoch; keep the epoch with the best
-    validation accuracy (measured with fake quantization, so close to what int8 will do).
+def calibrate_activation_ranges(qat_model, images, batch_size: int = 64) -> bool:
+    """Start every activation range at what calibration images produce, not at tfmot's +-6.
 
-    Returns {"epochs": [per-epoch logs], "best_epoch": n}.
+    tfmot tracks activation ranges as moving averages (decay 0.999) starting from [-6, 6].
+    Real QAT runs thousands of steps; a few fine-tuning epochs leave ReLU ranges near [-6, 6]
+    (half the int8 levels unused) and clip logits beyond +-6, and the exported model is then
+    worse than post-training int8. One training-mode pass per batch with the decay forced
+    to 0 sets each range to exactly the batch's (with upstream ranges already set, as in the
+    exported model); the union over batches is kept. BatchNorm statistics that the
+    training-mode pass moved are put back. Returns False when tfmot's internals changed and
+    the ranges were left alone.
+    """
+    tf, _ = import_tf()
+    try:
+        from tensorflow_model_optimization.python.core.quantization.keras import quant_ops
+
+        moving_average_quantize = quant_ops.MovingAvgQuantize
+    except (ImportError, AttributeError):
+        return False
+
+    def instant_ranges(*args, **kwargs):
+        kwargs["ema_decay"] = 0.0
+        return moving_average_quantize(*args, **kwargs)
+
+    ranges = [v for v in qat_model.variables if _is_range_variable(v)]
+    others = [(v, v.numpy()) for v in qat_model.variables if not _is_range_variable(v)]
+    low = {v.ref(): None for v in ranges}
+    high = {v.ref(): None for v in ranges}
+    quant_ops.MovingAvgQuantize = instant_ranges
+    try:
+        for start in range(0, len(images), batch_size):
+            batch = tf.constant(images[start : start + batch_size], tf.float32) / 255.0
+            qat_model(batch, training=True)
+            for v in ranges:
+                value = v.numpy()
+                if v.name.endswith("_min:0"):
+                    low[v.ref()] = value if low[v.ref()] is None else np.minimum(low[v.ref()], value)
+                else:
+                    high[v.ref()] = value if high[v.ref()] is None else np.maximum(high[v.ref()], value)
+    finally:
+        quant_ops.MovingAvgQuantize = moving_average_quantize
+        for variable, value in others:
+            variable.assign(value)
+    for v in ranges:
+        v.assign(low[v.ref()] if v.name.endswith("_min:0") else high[v.ref()])
+    return True
+
+
+def _is_range_variable(variable) -> bool:
+    # tfmot names its quantizer ranges "<layer>/<what>_min" and "_max" (output, post_activation,
+    # pre_activation, kernel, depthwise_kernel, quantize_layer).
+    return variable.name.endswith(("_min:0", "_max:0"))
+
+
+def fine_tune(qat_model, train, validation, *, epochs: int, learning_rate: float, class_weight=None, seed: int = 0, verbose: bool = False) -> dict:
+    """Fine-tune in place on finite batches of (float image, label), one pass per epoch.
+
+    Keeps the weights (and ranges) with the best validation accuracy, measured with fake
+    quantization, so close to what int8 will do; epoch 0, the model before fine-tuning, is
+    a candidate too, so fine-tuning can only help on validation. Returns
+    {"epochs": [per-epoch logs], "best_epoch": n, "start_val_accuracy": a}.
     """
     tf, keras = import_tf()
     keras.utils.set_random_seed(seed)
@@ -80,8 +138,9 @@ def fine_tune(qat_model, train, validation, *, epochs: int, learning_rate: float
         loss=keras.losses.SparseCategoricalCrossentropy(),
         metrics=[keras.metrics.SparseCategoricalAccuracy(name="accuracy")],
     )
-    keep_best = _keep_best_epoch_callback(keras)
     try:
+        start = qat_model.evaluate(validation, verbose=0, return_dict=True)["accuracy"] if validation is not None else None
+        keep_best = _keep_best_epoch_callback(keras, start, qat_model.get_weights())
         history = qat_model.fit(
             train,
             validation_data=validation,
@@ -93,18 +152,19 @@ def fine_tune(qat_model, train, validation, *, epochs: int, learning_rate: float
     except tf.errors.OpError as exc:  # an unreadable image in the pipeline, out of memory...
         raise EdgeclsError(f"QAT fine-tuning failed ({_first_line(exc)})") from None
     per_epoch = [{key: float(values[i]) for key, values in history.history.items()} for i in range(len(history.epoch))]
-    return {"epochs": per_epoch, "best_epoch": keep_best.best_epoch or len(per_epoch)}
+    best_epoch = keep_best.best_epoch if validation is not None else len(per_epoch)
+    return {"epochs": per_epoch, "best_epoch": best_epoch, "start_val_accuracy": start}
 
 
-def _keep_best_epoch_callback(keras):
+def _keep_best_epoch_callback(keras, start_accuracy: float | None, start_weights):
     class KeepBestEpoch(keras.callbacks.Callback):
         """Restore the weights (and learned quantizer ranges) of the best validation epoch."""
 
         def __init__(self):
             super().__init__()
-            self.best_accuracy = -1.0
+            self.best_accuracy = -1.0 if start_accuracy is None else start_accuracy
             self.best_epoch = 0
-            self.best_weights = None
+            self.best_weights = start_weights
 
         def on_epoch_end(self, epoch, logs=None):
             accuracy = (logs or {}).get("val_accuracy")

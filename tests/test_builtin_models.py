@@ -1,0 +1,75 @@
+"""The int8 models shipped in the package: listed, self-describing, and still accurate on real data."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+from conftest import REPO_ROOT, shared_dataset
+from typer.testing import CliRunner
+
+from edgecls.cli import app
+from edgecls.edge_runtime import TFLiteClassifier, load_image
+from edgecls.edge_runtime.builtin import builtin_models, resolve_model
+
+runner = CliRunner()
+SHIPPED = {
+    # name: (dataset folder in ../shared/data, labels, accuracy floor on 300 validation images)
+    "ham10000": ("ham10000", ["akiec", "bcc", "bkl", "df", "mel", "nv", "vasc"], 0.70),
+    "all-blood": ("blood", ["Benign", "[Malignant] Pre-B", "[Malignant] Pro-B", "[Malignant] early Pre-B"], 0.90),
+}
+
+
+def _shipped(name: str):
+    if name not in builtin_models():
+        pytest.skip(f"built-in model {name} is not in this checkout (build: scripts/build_builtin_models.sh)")
+    return resolve_model(name)
+
+
+@pytest.mark.parametrize("name", sorted(SHIPPED))
+def test_shipped_model_describes_itself(name):
+    path = _shipped(name)
+    clf = TFLiteClassifier(path)
+    meta = clf.metadata
+    assert clf.labels == SHIPPED[name][1]
+    assert clf.input_details["dtype"] == np.int8 and tuple(meta.input_size) == (94, 94)
+    assert "not a medical device" in meta.provenance["intended_use"]
+    assert meta.provenance["licence"] and meta.provenance["data_source"]
+    assert path.stat().st_size <= 500 * 1024
+    assert (path.parent / f"{name}.md").is_file(), "every built-in model has a model card"
+
+
+def test_models_command_lists_them():
+    if not builtin_models():
+        pytest.skip("no built-in models in this checkout")
+    result = runner.invoke(app, ["models"])
+    assert result.exit_code == 0
+    for name in builtin_models():
+        assert name in result.stdout
+
+
+@pytest.mark.parametrize("name", sorted(SHIPPED))
+def test_shipped_model_is_accurate_on_its_validation_split(name):
+    path = _shipped(name)
+    folder, labels, floor = SHIPPED[name]
+    data = shared_dataset(folder)
+    split = pd.read_csv(REPO_ROOT / "src" / "edgecls" / "models" / f"{name}.split.csv")
+    val = split[split["split"] == "val"].sample(n=300, random_state=0, replace=False)
+    clf = TFLiteClassifier(path)
+    buffer = clf.new_input_buffer()
+    hits = [clf.predict(load_image(data / key, clf.input_size), buffer=buffer).label == label for key, label in zip(val["key"], val["label"])]
+    assert np.mean(hits) >= floor, f"{name}: accuracy {np.mean(hits):.3f} on 300 validation images"
+
+
+@pytest.mark.parametrize("name", sorted(SHIPPED))
+def test_classify_by_builtin_name(name, tmp_path):
+    _shipped(name)
+    folder, labels, _ = SHIPPED[name]
+    data = shared_dataset(folder)
+    image = next(p for p in sorted(data.rglob("*.jpg")))
+    result = runner.invoke(app, ["classify", "--model", name, str(image), "--format", "json"])
+    assert result.exit_code == 0, result.output
+    record = json.loads(result.stdout)[0]
+    assert record["label"] in labels and 0 < record["probability"] <= 1
