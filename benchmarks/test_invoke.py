@@ -49,6 +49,8 @@ def test_invoke(benchmark, edge_models, mode, threads):
             "int8_speed_vs_float": ab["float32"] / ab["int8"],
             "int8_size_vs_float": classifier.file_size / other.file_size,
             "target": "int8 invoke no slower than float; int8 file <= 0.3x float",
+            "meets_speed": bool(ab["int8"] <= ab["float32"]),
+            "meets_size": bool(classifier.file_size <= 0.3 * other.file_size),
         }
     record(benchmark, figures, f"invoke {mode} {threads}t")
 

@@ -72,7 +72,8 @@ def card(run: Path, name: str, dataset_key: str) -> str:
     config = _load(run / "config.json")
     float_metrics = _load(run / "metrics.json")
     parity = _load(run / "convert" / "parity.json")
-    int8 = {split: _load(run / "evaluate" / f"model_int8-{split}" / "metrics.json") for split in ("val", "test")}
+    # `edgecls evaluate` keys its metrics by split name: {"val": {...}} in model_int8-val/metrics.json.
+    int8 = {split: _load(run / "evaluate" / f"model_int8-{split}" / "metrics.json")[split] for split in ("val", "test")}
     qat = next(row for row in parity["rows"] if row["name"] == "qat")
     options = config.get("options", {})
     lines = [

@@ -160,7 +160,9 @@ def test_qat_is_not_worse_than_post_training_int8(every_mode):
     qat, ptq = report.row("qat"), report.row("ptq-int8")
     # Noise on a test split this small is a couple of images either way.
     assert qat.accuracy_drop <= ptq.accuracy_drop + 2 * one_image + 1e-9, (qat.accuracy, ptq.accuracy)
-    assert qat.details["qat_epochs"] == 2 and 1 <= qat.details["qat_best_epoch"] <= 2
+    # Fine-tuning keeps its best epoch on validation, "0" (calibrated, not fine-tuned) included.
+    assert qat.details["qat_epochs"] == 2 and 0 <= qat.details["qat_best_epoch"] <= 2
+    assert qat.details["qat_val_accuracy"] >= qat.details["qat_val_accuracy_before"]
 
 
 def test_full_integer_files_are_integer_only_with_pixel_minus_128_inputs(every_mode):
@@ -210,6 +212,36 @@ def test_report_numbers_are_what_the_device_sees(every_mode, patterns):
     assert [row["name"] for row in saved["rows"]] == ["keras", *MODES]
     markdown = (output / "parity.md").read_text()
     assert "parity gate passed" in markdown and "| qat | model_int8.tflite |" in markdown
+
+
+def test_qat_activation_ranges_start_from_the_data(trained, patterns):
+    """tfmot starts every activation range at [-6, 6] and moves it by 0.1% a step: after a short
+    fine-tune ReLU ranges would still waste half the int8 levels and logits would clip at +-6.
+    Calibration must set them to the float model's actual extremes before fine-tuning."""
+    from edgecls.convert.qat import calibrate_activation_ranges, freeze_batch_norm, quantization_aware_model
+    from edgecls.train.tf_env import import_tf
+
+    _, dataset, split = patterns
+    _, keras = import_tf()
+    images = dataset.load_images(dataset.items[(split == "train").to_numpy()].head(64), (SIZE, SIZE))
+    qat_model, _ = quantization_aware_model(trained)
+    freeze_batch_norm(qat_model)
+    assert calibrate_activation_ranges(qat_model, images, batch_size=32)
+    ranges = {v.name.split(":")[0]: float(np.asarray(v.numpy()).reshape(-1)[0]) for v in qat_model.variables}
+
+    x = images.astype(np.float32) / 255.0
+    relu1 = keras.Model(trained.input, trained.get_layer("conv1_relu").output)(x).numpy()
+    hidden = keras.Model(trained.input, trained.get_layer("dense").output)(x).numpy()
+    kernel, bias = trained.get_layer("probabilities").get_weights()
+    logits = hidden @ kernel + bias
+    assert ranges["quant_conv1_relu/output_min"] == 0.0
+    assert ranges["quant_conv1_relu/output_max"] == pytest.approx(relu1.max(), rel=0.05)
+    assert ranges["quant_dense/post_activation_max"] == pytest.approx(hidden.max(), rel=0.05)
+    assert ranges["quant_probabilities/pre_activation_min"] == pytest.approx(min(logits.min(), 0.0), rel=0.05)
+    assert ranges["quant_probabilities/pre_activation_max"] == pytest.approx(max(logits.max(), 0.0), rel=0.05)
+    # Calibrated, not yet fine-tuned, the fake-quantized model already answers like float.
+    float_answers = trained(x).numpy().argmax(axis=1)
+    assert np.mean(qat_model(x, training=False).numpy().argmax(axis=1) == float_answers) >= 0.95
 
 
 # -- layers tfmot cannot wrap, fallbacks, verification -----------------------------------------
@@ -285,7 +317,7 @@ def test_op_check_catches_float_islands():
 
 def test_every_registry_model_converts_to_full_integer(patterns, tmp_path):
     """Post-training int8 for every registered model; QAT (1 epoch) for the ones tfmot cannot
-    wrap whole. Each file must be integer-only. (QAT on every model: test below, EDGECLS_SLOW_TESTS=1.)"""
+    wrap whole. Each file must be integer-only. (QAT on every model: the test below.)"""
     from edgecls.convert import convert_model
     from edgecls.train.models import create_model, list_models, model_spec
 
@@ -304,8 +336,8 @@ def test_every_registry_model_converts_to_full_integer(patterns, tmp_path):
 
 
 @pytest.mark.slow
-@pytest.mark.skipif(not os.environ.get("EDGECLS_SLOW_TESTS"), reason="QAT on every registry model takes minutes; set EDGECLS_SLOW_TESTS=1")
 def test_every_registry_model_converts_with_qat(patterns, tmp_path):
+    """QAT is the default mode: every registry model gets through it (about a minute on 2 cores)."""
     from edgecls.convert import convert_model
     from edgecls.train.models import create_model, list_models
 
@@ -371,6 +403,41 @@ def test_cli_gate_trips_on_an_impossible_budget_but_still_writes_the_file(run_fo
     assert saved["gate_passed"] is False and saved["rows"][1]["gate"] == "failed"
 
 
+def test_cli_refuses_to_replace_a_conversion_without_force(run_folder, tmp_path):
+    out = tmp_path / "out"
+    assert cli(run_folder, "--output", out, "--mode", "float32", "-q").exit_code == 0
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
+    result = cli(run_folder, "--output", out, "--mode", "dynamic", "-q")
+    assert result.exit_code == EXIT_ERROR and "already holds a conversion" in result.output and "--force" in result.output
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == before  # untouched
+    result = cli(run_folder, "--output", out, "--mode", "dynamic", "--force", "-q")
+    assert result.exit_code == 0, result.output
+    # The float32 file of the replaced conversion would no longer match parity.json: it is gone.
+    assert sorted(p.name for p in out.iterdir()) == ["model_dynamic.tflite", "parity.json", "parity.md"]
+    assert [row["name"] for row in json.loads((out / "parity.json").read_text())["rows"]] == ["keras", "dynamic"]
+
+
+def test_gate_fails_a_full_integer_file_with_float_ops_left():
+    from edgecls.convert.parity import ParityReport, ParityRow, apply_gate
+
+    report = ParityReport("m", "d", ["a", "b"], (8, 8), test_images=10, test_class_counts={}, max_drop=1.0, io_type="int8")
+    report.rows = [ParityRow("keras", "float", accuracy=0.9), ParityRow("ptq-int8", "int8", accuracy=0.9, file="model_int8.tflite")]
+    row = report.rows[1]
+    row.integer_only, row.float_ops = False, "LOGISTIC x1"
+    apply_gate(row, 0.9, 1.0)
+    assert row.gate == "failed" and not report.gate_passed
+    assert "FAILED" in report.verdict and "not integer-only: LOGISTIC x1" in report.verdict
+    row.integer_only = True
+    apply_gate(row, 0.9, 1.0)
+    assert row.gate == "passed" and report.gate_passed
+
+
+@pytest.mark.parametrize("value", ["nan", "inf"])
+def test_max_drop_must_be_a_number(run_folder, value):
+    result = cli(run_folder, "--max-drop", value, "-q")
+    assert result.exit_code == EXIT_ERROR and "--max-drop must be a number" in result.output
+
+
 def test_cli_converts_a_run_folder_by_default_to_float32_and_qat(run_folder, tmp_path):
     result = cli(run_folder, "--output", tmp_path / "out", "--qat-epochs", "1", "--max-drop", "100", "-q")
     assert result.exit_code == 0, result.output
@@ -396,6 +463,29 @@ def test_cli_converts_a_keras_file_with_data_labels_and_uint8_io(patterns, train
     assert tensor["dtype"] == "uint8" and tensor["quantization"]["zero_point"] == 0  # uint8 input = the pixel
     meta = read_metadata((output / "model_int8.tflite").read_bytes())
     assert meta.labels == list(dataset.labels) and meta.provenance["io_type"] == "uint8"
+
+
+def test_cli_keras_file_with_its_training_split(run_folder, tmp_path):
+    """--split: parity runs on the test images of the split the model was trained with."""
+    root = json.loads((run_folder / "config.json").read_text())["dataset"]["path"]
+    out = tmp_path / "out"
+    args = (run_folder / "model.keras", "--data", root, "--mode", "float32", "--output", out, "-q")
+    result = cli(*args, "--split", run_folder / "split.csv")
+    assert result.exit_code == 0, result.output
+    assert (out / "split.csv").read_text() == (run_folder / "split.csv").read_text()
+    assert "may hold images this model was trained on" not in result.output
+    with warnings.catch_warnings():
+        warnings.simplefilter("always")  # said by an earlier test from the same line, too
+        fresh = cli(*args[:-3], "--output", tmp_path / "fresh", "-q")
+    assert fresh.exit_code == 0 and "may hold images this model was trained on" in fresh.output
+
+
+def test_cli_help_documents_every_option():
+    result = runner.invoke(app, ["convert", "--help"], env={"COLUMNS": "200"})
+    assert result.exit_code == 0
+    for option in ("--data", "--labels", "--split", "--force", "--output", "--mode", "--io", "--qat-epochs", "--qat-lr", "--calibration-size", "--max-drop", "--threads"):
+        assert option in result.stdout
+    assert "ptq-int8" in result.stdout and "(default: float32,qat)" in result.stdout
 
 
 @pytest.mark.parametrize(

@@ -82,6 +82,20 @@ def test_evaluate_int8_tflite_model_labels_from_metadata(colour_data, tmp_path):
     assert metrics["all"]["macro_auc"] > 0.95
 
 
+def test_an_earlier_report_is_replaced_only_with_force(colour_data, tmp_path):
+    model = tmp_path / "colour.tflite"
+    model.write_bytes(colour_tflite("float32", size=16))
+    assert cli("evaluate", model, colour_data, "-o", tmp_path / "report").exit_code == 0
+    metrics = tmp_path / "report" / "metrics.json"
+    metrics.write_text("{}")  # a marker: refusing must leave the earlier report as it was
+    result = cli("evaluate", model, colour_data, "-o", tmp_path / "report")
+    assert result.exit_code == 2 and "already holds an evaluation" in result.output and "--force" in result.output
+    assert metrics.read_text() == "{}"
+    result = cli("evaluate", model, colour_data, "-o", tmp_path / "report", "--force")
+    assert result.exit_code == 0, result.output
+    assert json.loads(metrics.read_text())["all"]["images"] == 36
+
+
 def test_split_needs_a_run(colour_data, tmp_path):
     model = tmp_path / "colour.tflite"
     model.write_bytes(colour_tflite("float32", size=16))

@@ -31,16 +31,26 @@ def test_imports_stay_light(code):
     assert out.stdout.strip() == "", f"heavy modules imported: {out.stdout.strip()}"
 
 
-def test_classify_run_stays_light(colour_models, tmp_path):
+@pytest.mark.parametrize(
+    "command, expect",
+    [
+        (["classify", "-m", "{model}", "{image}", "-f", "json"], '"red"'),
+        (["info", "{model}"], "red"),
+        (["bench", "{model}", "--runs", "20", "--warmup", "2", "--json"], '"images_per_s"'),
+    ],
+    ids=["classify", "info", "bench"],
+)
+def test_device_commands_stay_light(command, expect, colour_models, tmp_path):
     from PIL import Image
     from tiny_models import solid_image
 
     image = tmp_path / "red.png"
     Image.fromarray(solid_image((200, 0, 0))).save(image)
+    argv = [a.format(model=colour_models["int8"], image=image) for a in command]
     code = (
         "from edgecls.cli import app\nfrom typer.testing import CliRunner\n"
-        f"r = CliRunner().invoke(app, ['classify', '-m', {str(colour_models['int8'])!r}, {str(image)!r}, '-f', 'json'])\n"
-        "assert r.exit_code == 0, r.output\nassert '\"red\"' in r.stdout"
+        f"r = CliRunner().invoke(app, {argv!r})\n"
+        f"assert r.exit_code == 0, r.output\nassert {expect!r} in r.stdout, r.stdout"
     )
     out = subprocess.run([sys.executable, "-c", CHECK.format(code=code, heavy=HEAVY)], capture_output=True, text=True)
     assert out.returncode == 0, out.stderr
@@ -71,3 +81,41 @@ def test_no_interpreter_gives_one_clear_message(monkeypatch):
     monkeypatch.setattr(importlib, "import_module", refuse)
     with pytest.raises(EdgeclsError, match="no TFLite interpreter is installed: pip install ai-edge-litert"):
         interpreter.find_interpreter()
+
+
+def test_falls_back_to_tflite_runtime_when_litert_is_missing(monkeypatch, colour_models, tmp_path):
+    """Older Pi images have only tflite-runtime: without LiteRT, classification goes through it.
+    The stand-in `tflite_runtime.interpreter` wraps LiteRT's class, so a real model still runs."""
+    import importlib
+    import types
+
+    import numpy as np
+    from PIL import Image
+
+    from edgecls.edge_runtime import TFLiteClassifier, interpreter, load_image
+
+    real_import = importlib.import_module
+    litert = real_import("ai_edge_litert.interpreter")
+    calls = []
+
+    class FallbackInterpreter(litert.Interpreter):
+        def __init__(self, *args, **kwargs):
+            calls.append(kwargs.get("num_threads"))
+            super().__init__(*args, **kwargs)
+
+    stand_in = types.SimpleNamespace(Interpreter=FallbackInterpreter)
+
+    def lookup(name, *args, **kwargs):
+        if name.startswith("ai_edge_litert"):
+            raise ImportError(name)
+        if name == "tflite_runtime.interpreter":
+            return stand_in
+        return real_import(name, *args, **kwargs)
+
+    monkeypatch.setattr(importlib, "import_module", lookup)
+    assert interpreter.find_interpreter() == (FallbackInterpreter, "tflite-runtime")
+    image = tmp_path / "red.png"
+    Image.fromarray(np.full((20, 20, 3), (220, 10, 10), np.uint8)).save(image)
+    classifier = TFLiteClassifier(colour_models["int8"], num_threads=2)
+    assert classifier.interpreter_package == "tflite-runtime" and calls == [2]
+    assert classifier.predict(load_image(image, classifier.input_size)).label == "red"

@@ -37,8 +37,10 @@ def test_model_builds_trains_and_predicts_probabilities(name):
 def test_edge_cnn_is_small_enough_for_a_phone():
     params = create_model("edge-cnn", (94, 94, 3), num_classes=7).count_params()
     small = create_model("edge-cnn-small", (94, 94, 3), num_classes=7).count_params()
+    large = create_model("edge-cnn-large", (94, 94, 3), num_classes=7).count_params()
     assert 100_000 <= params <= 300_000  # int8: about one byte per weight, well under 500 KB
     assert small < params / 2
+    assert 1.8 * params < large <= 450_000  # still under 500 KB as an int8 file
 
 
 def test_edge_cnn_wraps_for_quantization_aware_training():

@@ -34,6 +34,7 @@ def demo(
     from edgecls.edge_runtime.batch import classify_paths
     from edgecls.edge_runtime.bench import BenchSettings, run_bench
     from edgecls.edge_runtime.classifier import TFLiteClassifier
+    from edgecls.io import write_json_atomic
     from edgecls.report_format import write_records
     from edgecls.train.options import TrainOptions
     from edgecls.train.trainer import train_model
@@ -69,17 +70,23 @@ def demo(
     typer.echo(f"{correct} of {len(results)} correct (true class = folder name)")
 
     _step(5, "Benchmarking float32 vs int8 (single-image invoke latency)")
-    print_bench_table(run_bench([float_file, int8_file], BenchSettings(warmup=10, runs=200, threads=(1, 2))))
+    bench = run_bench([float_file, int8_file], BenchSettings(warmup=10, runs=200, threads=(1, 2)))
+    print_bench_table(bench)
+    write_json_atomic(output / "bench.json", bench)
 
     typer.secho("\nWritten:", bold=True)
     for label, path in (
         ("dataset", data_dir),
         ("Keras model", run.model_path),
+        ("split", run_dir / "split.csv"),
+        ("metrics", run_dir / "metrics.json"),
         ("training report", run_dir / "report.md"),
         ("plots", run_dir / "plots"),
         ("float32 TFLite", float_file),
         ("int8 TFLite", int8_file),
         ("parity report", Path(report.output_dir) / "parity.md"),
+        ("parity JSON", Path(report.output_dir) / "parity.json"),
+        ("benchmark JSON", output / "bench.json"),
     ):
         typer.echo(f"  {label:<16} {path}")
     typer.echo(f"\nNext: edgecls classify --model {int8_file} IMAGE_OR_FOLDER   |   edgecls info {int8_file}")

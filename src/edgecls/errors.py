@@ -7,6 +7,7 @@ EXIT_OK = 0
 EXIT_PARTIAL = 1  # a batch ran, but some inputs could not be processed
 EXIT_ERROR = 2  # bad input, bad model, bad flags: nothing useful was produced
 EXIT_GATE = 3  # convert: the int8 model fell further behind float than --max-drop allows
+EXIT_INTERRUPTED = 130  # train: Ctrl-C (128 + SIGINT, as shells report it); --resume continues
 
 
 class EdgeclsError(Exception):

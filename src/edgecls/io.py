@@ -25,6 +25,10 @@ def atomic_path(path: str | os.PathLike, suffix: str | None = None) -> Iterator[
     tmp_path = Path(tmp)
     try:
         yield tmp_path
+        # On disk before the rename: after a power cut the name points at the whole file, not
+        # at an empty one (ext4 and XFS may order the rename before the data otherwise).
+        with open(tmp_path, "rb") as written:
+            os.fsync(written.fileno())
         os.replace(tmp_path, path)
     finally:
         if tmp_path.exists():

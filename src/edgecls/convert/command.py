@@ -38,6 +38,9 @@ def convert(
         None, "--labels", help="A .keras file's labels in output order: labels.json or one per line (default: the dataset's sorted classes)."
     ),
     data_format: str = typer.Option("auto", "--format", help="Dataset layout for --data: auto, ham10000, folders or hmnist."),
+    split: Optional[Path] = typer.Option(
+        None, "--split", help="For a .keras file: the split.csv it was trained with, so parity runs on images it never saw (default: a fresh split)."
+    ),
     output: Optional[Path] = typer.Option(
         None, "--output", "-o", help="Folder for the .tflite files and parity.json/.md (default: RUN/convert, or MODEL_convert/ beside a .keras file)."
     ),
@@ -46,7 +49,7 @@ def convert(
     ),
     io: IoType = typer.Option(IoType.int8, "--io", help="Input/output type of full-integer models (uint8 input = the pixel itself)."),
     qat_epochs: int = typer.Option(2, "--qat-epochs", min=1, help="Quantization-aware fine-tuning epochs on the training split."),
-    qat_lr: float = typer.Option(1e-4, "--qat-lr", min=0.0, help="Learning rate of QAT fine-tuning (low: it nudges, not retrains)."),
+    qat_lr: float = typer.Option(1e-4, "--qat-lr", help="Learning rate of QAT fine-tuning (low: it nudges, not retrains)."),
     qat_batch_size: int = typer.Option(32, "--qat-batch-size", min=1, help="Batch size of QAT fine-tuning."),
     calibration_size: int = typer.Option(256, "--calibration-size", min=1, help="Class-balanced training images that calibrate int8 ranges."),
     max_drop: float = typer.Option(
@@ -55,6 +58,7 @@ def convert(
     threads: Optional[int] = typer.Option(None, "--threads", "-t", min=1, help="Interpreter threads for parity and latency (default: min(4, cores))."),
     seed: int = typer.Option(1234, "--seed", help="Seed for the split of a .keras file, calibration sampling and QAT."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress lines; the report table and verdict only."),
+    force: bool = typer.Option(False, "--force", help="Replace an earlier conversion in the output folder."),
 ) -> None:
     """Convert a trained model to float32 and int8 TFLite (or other --mode), embed labels and metadata,
     and prove every file on the test split. Exit 0: done, gate passed; 2: error; 3: an int8 file fell
@@ -75,10 +79,11 @@ def convert(
         seed=seed,
         command=_command_line(),
         verbose=not quiet,
+        force=force,
     )
     if source.is_dir():
-        if labels is not None:
-            raise EdgeclsError("--labels is for a .keras file; a run folder has its own labels.json")
+        if labels is not None or split is not None:
+            raise EdgeclsError("--labels and --split are for a .keras file; a run folder has its own labels.json and split.csv")
         with quiet_native_stderr():
             report = convert_run(source, options, output, data_override=data)
     elif not source.exists():
@@ -88,7 +93,7 @@ def convert(
             raise EdgeclsError(f"{source}: converting a model file needs --data DATASET (its test split is the parity check)")
         model_labels = read_labels(labels) if labels is not None else None
         with quiet_native_stderr():
-            report = convert_model_file(source, data, options, output, labels=model_labels, data_format=data_format)
+            report = convert_model_file(source, data, options, output, labels=model_labels, data_format=data_format, split_path=split)
     print_report(report)
     typer.echo(f"wrote {report.output_dir}: " + ", ".join(row.file for row in report.rows if row.size_bytes) + ", parity.json, parity.md")
     failed = report.failed_conversions

@@ -57,11 +57,14 @@ def convert_model(
     options = options or ConvertOptions()
     say = _progress(options.verbose)
     output_dir = Path(output_dir)
+    earlier = check_output_dir(output_dir, options.force)
     model = as_float32(model)
     image_size = image_input_size(model)
     labels = list(labels if labels is not None else dataset.labels)
     if len(labels) != output_classes(model):
         raise EdgeclsError(f"the model outputs {output_classes(model)} classes but there are {len(labels)} labels ({', '.join(labels[:8])})")
+    if hasattr(dataset, "summary"):  # what was read and what was skipped, as train and evaluate say it
+        say(f"dataset: {dataset.summary()}")
     data = ConversionData(dataset, split, labels, image_size)
     test = data.test()
 
@@ -77,41 +80,65 @@ def convert_model(
     report = _new_report(model, dataset, labels, image_size, test, options, output_dir, name, source, run_dir)
     if output_kind == "logits":
         report.notes.append("the model outputs logits, not probabilities; metadata tells the runtime to apply softmax")
-    keras_row = measure(ParityRow(KERAS, "float Keras model (the reference)"), test.labels, labels, Predictions(reference), None)
-    report.rows.append(keras_row)
+    report.rows.append(measure(ParityRow(KERAS, "float Keras model (the reference)"), test.labels, labels, Predictions(reference), None))
 
     converter = ModeConverter(model, data, options, train_options, say)
     produced: dict[str, bytes] = {}
     for mode in options.modes:
         row = ParityRow(mode, MODE_HELP[mode], file=output_file_name(mode, options.modes))
         report.rows.append(row)
-        try:
-            converted = converter.convert(mode)
-        except EdgeclsError as exc:
-            row.error, row.file = str(exc), None
-            notice(f"{mode}: not written: {exc}")
-            continue
-        row.details, row.notes = converted.details, converted.notes
-        check = check_ops(converted.model_bytes)
-        row.input_type = check.input_type
-        say(f"parity: {mode} on {len(test)} test images")
-        preliminary = embed(converted.model_bytes, model_metadata(report, row, output_kind))
-        measure(row, test.labels, labels, run_tflite(preliminary, test.images, options.threads), reference)
-        row.accuracy_drop = 100.0 * ((keras_row.accuracy or 0.0) - (row.accuracy or 0.0))
-        if is_full_integer(mode):
-            row.integer_only, row.float_ops = check.integer_only, check.describe_problems()
-            if not check.integer_only:
-                message = f"not integer-only: ops computing in float or not builtin: {row.float_ops}"
-                notice(f"{mode}: {message}")
-                row.notes.append(message)
-            apply_gate(row, keras_row.accuracy or 0.0, options.max_drop)
-        produced[mode] = converted.model_bytes
+        model_bytes = _convert_and_measure(converter, row, report, test, reference, output_kind, say)
+        if model_bytes is not None:
+            produced[mode] = model_bytes
 
+    # Written last, so each file's metadata carries its measured metrics and gate verdict.
     for row in report.rows:
         if row.name in produced:
             row.size_bytes = write_model(output_dir / row.file, produced[row.name], model_metadata(report, row, output_kind))
     write_report(report, output_dir)
+    # --force: files of the earlier conversion that this one did not remake would now lie
+    # beside a parity report that does not describe them.
+    for stale in set(earlier) - {output_dir / row.file for row in report.rows if row.file and row.size_bytes}:
+        stale.unlink(missing_ok=True)
     return report
+
+
+def _convert_and_measure(converter: ModeConverter, row: ParityRow, report: ParityReport, test, reference: np.ndarray,
+                         output_kind: str, say) -> bytes | None:  # fmt: skip
+    """Convert one mode and fill its row; None (and row.error) when it cannot be converted."""
+    mode, options = row.name, converter.options
+    try:
+        converted = converter.convert(mode)
+    except EdgeclsError as exc:
+        row.error, row.file = str(exc), None
+        notice(f"{mode}: not written: {exc}")
+        return None
+    row.details, row.notes = converted.details, converted.notes
+    check = check_ops(converted.model_bytes)
+    row.input_type, row.op_counts = check.input_type, check.op_counts
+    say(f"parity: {mode} on {len(test)} test images")
+    # The interpreter reads labels and normalisation from metadata, as on the device.
+    preliminary = embed(converted.model_bytes, model_metadata(report, row, output_kind))
+    measure(row, test.labels, report.labels, run_tflite(preliminary, test.images, options.threads), reference)
+    reference_accuracy = report.reference.accuracy or 0.0
+    row.accuracy_drop = 100.0 * (reference_accuracy - (row.accuracy or 0.0))
+    if is_full_integer(mode):
+        row.integer_only, row.float_ops = check.integer_only, check.describe_problems()
+        if not check.integer_only:
+            message = f"not integer-only, so it fails the gate: ops computing in float or not builtin: {row.float_ops}"
+            notice(f"{mode}: {message}")
+            row.notes.append(message)
+        apply_gate(row, reference_accuracy, options.max_drop)
+    return converted.model_bytes
+
+
+def check_output_dir(output_dir: Path, force: bool) -> list[Path]:
+    """The `.tflite` files of an earlier conversion in `output_dir`; refused unless --force."""
+    earlier = sorted(output_dir.glob("model_*.tflite")) if output_dir.is_dir() else []
+    if (earlier or (output_dir / "parity.json").exists()) and not force:
+        shown = ", ".join(p.name for p in [*earlier, output_dir / "parity.json"][:3])
+        raise EdgeclsError(f"{output_dir} already holds a conversion ({shown}); pass --force to replace it, or --output elsewhere")
+    return earlier
 
 
 def convert_run(run_dir: str | Path, options: ConvertOptions | None = None, output_dir: str | Path | None = None,
@@ -128,6 +155,7 @@ def convert_run(run_dir: str | Path, options: ConvertOptions | None = None, outp
                 f"{run_dir}: no {needed} ({why}); is this a finished run folder from `edgecls train`? "
                 "To convert a model file on its own, pass the .keras file with --data"
             )
+    check_output_dir(Path(output_dir) if output_dir is not None else run_dir / CONVERT_DIR, options.force if options else False)
     run = load_run(run_dir, None if data_override is None else str(data_override))
     model = run.model
     if tuple(run.image_size) != image_input_size(model):
@@ -148,18 +176,25 @@ def convert_run(run_dir: str | Path, options: ConvertOptions | None = None, outp
 
 def convert_model_file(model_path: str | Path, data: str | Path, options: ConvertOptions | None = None,
                        output_dir: str | Path | None = None, labels: Sequence[str] | None = None,
-                       data_format: str = "auto") -> ParityReport:  # fmt: skip
-    """Convert a `.keras` file on a dataset split afresh by `make_split` (saved as split.csv
-    beside the outputs, so the parity numbers can be traced to their test images)."""
+                       data_format: str = "auto", split_path: str | Path | None = None) -> ParityReport:  # fmt: skip
+    """Convert a `.keras` file on `split_path` (the split.csv it was trained with), or on a split
+    made afresh by `make_split`; either is saved as split.csv beside the outputs, so the parity
+    numbers can be traced to their test images."""
     from edgecls.train.datasets import load_dataset
-    from edgecls.train.split import make_split, save_split
+    from edgecls.train.split import load_split, make_split, save_split
 
     options = options or ConvertOptions()
     model_path = Path(model_path)
+    output_dir = Path(output_dir) if output_dir is not None else model_path.parent / f"{model_path.stem}_{CONVERT_DIR}"
+    check_output_dir(output_dir, options.force)  # before minutes of loading and splitting
     model = load_keras_model(model_path)
     dataset = load_dataset(data, data_format)
-    split = make_split(dataset, seed=options.seed)
-    output_dir = Path(output_dir) if output_dir is not None else model_path.parent / f"{model_path.stem}_{CONVERT_DIR}"
+    if split_path is not None:
+        split = load_split(split_path, dataset)
+    else:
+        # A fresh split cannot know which images trained the model: say so where it matters.
+        notice("no --split given: the test split is made afresh, and may hold images this model was trained on")
+        split = make_split(dataset, seed=options.seed)
     report = convert_model(model, dataset, split, options, output_dir, labels=labels, name=model.name, source=str(model_path))
     save_split(output_dir / SPLIT_FILE, dataset, split)
     return report
@@ -203,6 +238,7 @@ def _new_report(model, dataset, labels, image_size, test, options, output_dir, n
         edgecls_version=edgecls.__version__,
         interpreter=interpreter,
         threads=options.threads or default_threads(),
+        options=options.to_dict(),
     )
 
 

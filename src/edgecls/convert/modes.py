@@ -15,7 +15,13 @@ from typing import Any, Callable
 
 from edgecls.convert.converter import convert_to_tflite
 from edgecls.convert.options import FULL_INTEGER_MODES, PTQ_INT8, QAT, ConvertOptions
-from edgecls.convert.qat import QatUnavailable, calibrate_activation_ranges, fine_tune, quantization_aware_model
+from edgecls.convert.qat import (
+    QatUnavailable,
+    calibrate_activation_ranges,
+    fine_tune,
+    freeze_batch_norm,
+    quantization_aware_model,
+)
 from edgecls.convert.qat_data import qat_data
 from edgecls.convert.rewrite import integer_friendly
 from edgecls.convert.samples import ConversionData, LabelledImages
@@ -95,6 +101,7 @@ class ModeConverter:
             )
             notice(message)
             notes.append(message)
+        freeze_batch_norm(qat_model)
         if not calibrate_activation_ranges(qat_model, self.calibration.images):
             notes.append("QAT: activation ranges start at tfmot's [-6, 6] (could not calibrate them first)")
         batches = qat_data(self.data, self._train_options(), self.options.qat_batch_size, self.options.seed)
@@ -134,6 +141,11 @@ class ModeConverter:
             best = history["epochs"][history["best_epoch"] - 1]["val_accuracy"] if history["best_epoch"] else history["start_val_accuracy"]
             details["qat_val_accuracy_before"] = round(history["start_val_accuracy"], 6)
             details["qat_val_accuracy"] = round(best, 6)
+        if history["best_epoch"] == 0:
+            notes.append(
+                "QAT: no fine-tuning epoch beat the calibrated quantization-aware model on validation accuracy; "
+                "kept it as it was before fine-tuning"
+            )
         return Converted(QAT, model_bytes, details, notes)
 
     def _fallback(self, reason: str, notes: list[str]) -> Converted:

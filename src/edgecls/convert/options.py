@@ -6,7 +6,8 @@ Light on purpose (no numpy, no TensorFlow): the CLI imports it to build its help
 from __future__ import annotations
 
 import dataclasses
-from dataclasses import dataclass, field
+import math
+from dataclasses import dataclass
 from typing import Iterable
 
 from edgecls.errors import EdgeclsError
@@ -78,26 +79,29 @@ class ConvertOptions:
     seed: int = 1234
     command: str = ""  # recorded in the files' provenance
     verbose: bool = False  # progress lines on stderr
-    extra: dict = field(default_factory=dict)  # free-form provenance a caller wants recorded
+    force: bool = False  # replace an earlier conversion in the output folder
 
     def __post_init__(self) -> None:
         self.modes = parse_modes(self.modes)
         self.io_type = str(self.io_type).lower()
         if self.io_type not in IO_TYPES:
             raise EdgeclsError(f"--io must be one of {', '.join(IO_TYPES)}, got {self.io_type!r}")
-        if self.qat_epochs < 0:
-            raise EdgeclsError(f"--qat-epochs must be 0 or more, got {self.qat_epochs}")
+        if self.qat_epochs < 1:
+            raise EdgeclsError(f"--qat-epochs must be 1 or more, got {self.qat_epochs}")
         if not self.qat_learning_rate > 0:
             raise EdgeclsError(f"--qat-lr must be positive, got {self.qat_learning_rate}")
         if self.qat_batch_size < 1:
             raise EdgeclsError(f"--qat-batch-size must be 1 or more, got {self.qat_batch_size}")
         if self.calibration_size < 1:
             raise EdgeclsError(f"--calibration-size must be 1 or more, got {self.calibration_size}")
+        if not math.isfinite(self.max_drop):
+            raise EdgeclsError(f"--max-drop must be a number of accuracy points, got {self.max_drop}")
         if self.threads is not None and self.threads < 1:
             raise EdgeclsError(f"--threads must be 1 or more, got {self.threads}")
 
     def to_dict(self) -> dict:
         doc = dataclasses.asdict(self)
         doc["modes"] = list(self.modes)
-        doc.pop("verbose")
+        for run_control in ("verbose", "force"):
+            doc.pop(run_control)
         return doc

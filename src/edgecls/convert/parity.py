@@ -81,6 +81,7 @@ class ParityRow:
     input_type: str | None = None
     integer_only: bool | None = None  # full-integer modes: no float or custom ops left
     float_ops: str = ""
+    op_counts: dict[str, int] = field(default_factory=dict)  # TFLite op types in the file
     gate: str | None = None  # "passed" / "failed" for full-integer files, None otherwise
     error: str | None = None  # the conversion failed; no file
     notes: list[str] = field(default_factory=list)
@@ -125,6 +126,7 @@ class ParityReport:
     edgecls_version: str = ""
     interpreter: str = ""
     threads: int | None = None
+    options: dict[str, Any] = field(default_factory=dict)  # the ConvertOptions used
     rows: list[ParityRow] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
 
@@ -163,7 +165,7 @@ class ParityReport:
         allowed = f"allowed drop {self.max_drop:g} point{'s' if abs(self.max_drop) != 1 else ''}"
         head = f"float Keras accuracy {_percent(self.reference.accuracy)}; int8 {measured}; {allowed}"
         if failed:
-            files = ", ".join(row.file or row.name for row in failed)
+            files = ", ".join(_failure(row) for row in failed)
             return f"parity gate FAILED: {head}; {files} written but marked failing"
         return f"parity gate passed: {head}"
 
@@ -186,7 +188,15 @@ def _percent(value: float | None) -> str:
 
 
 def apply_gate(row: ParityRow, reference_accuracy: float, max_drop: float) -> None:
-    """Full-integer rows pass when they lose at most `max_drop` accuracy points to float Keras."""
+    """Full-integer rows pass when they lose at most `max_drop` accuracy points to float Keras
+    and compute in integers only: a "full-integer" file with float or custom ops left in would
+    fall back to the CPU, or fail to load, on integer-only accelerators (Edge TPU, many NPUs)."""
     row.accuracy_drop = 100.0 * (reference_accuracy - (row.accuracy or 0.0))
     # A hair of tolerance: a drop of exactly max_drop, computed in floats, must pass.
-    row.gate = GATE_PASSED if row.accuracy_drop <= max_drop + 1e-9 else GATE_FAILED
+    within = row.accuracy_drop <= max_drop + 1e-9
+    row.gate = GATE_PASSED if within and row.integer_only is not False else GATE_FAILED
+
+
+def _failure(row: ParityRow) -> str:
+    why = [f"ops not integer-only: {row.float_ops}"] if row.integer_only is False else []
+    return f"{row.file or row.name}" + (f" ({'; '.join(why)})" if why else "")

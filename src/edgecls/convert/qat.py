@@ -6,6 +6,11 @@ a BatchNormalization after a Dense layer, custom layers). Instead each layer the
 convolution, so tfmot's Conv+BN folding patterns still match; whatever tfmot then still
 rejects is left unannotated and retried. Unannotated layers stay float during fine-tuning
 and get their int8 ranges from calibration data at conversion, like post-training int8.
+
+A short fine-tune on top of a trained model also needs two things long QAT runs do not:
+activation ranges calibrated before the first step (tfmot starts them at [-6, 6] and moves
+them 0.1% a step) and BatchNormalization frozen (the exported model folds its moving
+statistics). Then the epoch kept is the best on validation, "no fine-tuning" included.
 """
 
 from __future__ import annotations
@@ -39,7 +44,7 @@ class QatPlan:
 
 def quantization_aware_model(model):
     """(QAT model, plan). Raises QatUnavailable when no layer can be wrapped."""
-    tf, keras = import_tf()
+    _, keras = import_tf()
     import tensorflow_model_optimization as tfmot
 
     quantize = tfmot.quantization.keras
@@ -67,6 +72,24 @@ def quantization_aware_model(model):
         layer.name for layer in model.layers if layer.name not in wrapped and not isinstance(layer, keras.layers.InputLayer)
     ]
     return qat_model, QatPlan(sorted(wrapped), left_float)
+
+
+def freeze_batch_norm(qat_model) -> int:
+    """Run every BatchNormalization in inference mode (moving statistics, fixed scale and
+    offset) while fine-tuning; returns how many.
+
+    The int8 file folds BN's moving statistics into the convolutions, so a short fine-tune
+    should see those, not per-batch statistics: it then trains, and its fake quantization
+    measures, exactly the function that is exported ("BN freezing", Krishnamoorthi 2018).
+    """
+    _, keras = import_tf()
+    frozen = 0
+    for layer in qat_model.layers:
+        inner = getattr(layer, "layer", layer)  # QuantizeWrapper holds the real layer
+        if isinstance(inner, keras.layers.BatchNormalization):
+            inner.trainable = False  # tf_keras runs a non-trainable BN in inference mode
+            frozen += 1
+    return frozen
 
 
 def calibrate_activation_ranges(qat_model, images, batch_size: int = 64) -> bool:
@@ -112,8 +135,20 @@ def calibrate_activation_ranges(qat_model, images, batch_size: int = 64) -> bool
         quant_ops.MovingAvgQuantize = moving_average_quantize
         for variable, value in others:
             variable.assign(value)
+    by_name = {v.name: v for v in ranges}
     for v in ranges:
-        v.assign(low[v.ref()] if v.name.endswith("_min:0") else high[v.ref()])
+        if not v.name.endswith("_min:0"):
+            continue
+        partner = by_name.get(v.name[: -len("_min:0")] + "_max:0")
+        new_low, new_high = low[v.ref()], high[partner.ref()] if partner is not None else None
+        # A range that collapsed to a point (an untrained model's vanishing activations) would
+        # make fake quantization divide by zero: keep tfmot's start for it instead.
+        if partner is None or not np.all(np.isfinite(new_low)) or not np.all(np.isfinite(new_high)):
+            continue
+        if np.any(new_high - new_low < 1e-6):
+            continue
+        v.assign(new_low)
+        partner.assign(new_high)
     return True
 
 
@@ -146,14 +181,13 @@ def fine_tune(qat_model, train, validation, *, epochs: int, learning_rate: float
             validation_data=validation,
             epochs=epochs,
             class_weight=class_weight,
-            callbacks=[keep_best] if validation is not None else [],
+            callbacks=[keras.callbacks.TerminateOnNaN(), keep_best],
             verbose=2 if verbose else 0,
         )
     except tf.errors.OpError as exc:  # an unreadable image in the pipeline, out of memory...
         raise EdgeclsError(f"QAT fine-tuning failed ({_first_line(exc)})") from None
     per_epoch = [{key: float(values[i]) for key, values in history.history.items()} for i in range(len(history.epoch))]
-    best_epoch = keep_best.best_epoch if validation is not None else len(per_epoch)
-    return {"epochs": per_epoch, "best_epoch": best_epoch, "start_val_accuracy": start}
+    return {"epochs": per_epoch, "best_epoch": keep_best.best_epoch, "start_val_accuracy": start}
 
 
 def _keep_best_epoch_callback(keras, start_accuracy: float | None, start_weights):
@@ -167,9 +201,11 @@ def _keep_best_epoch_callback(keras, start_accuracy: float | None, start_weights
             self.best_weights = start_weights
 
         def on_epoch_end(self, epoch, logs=None):
-            accuracy = (logs or {}).get("val_accuracy")
+            logs = logs or {}
+            accuracy = logs.get("val_accuracy", 0.0)  # without validation: the last sound epoch
+            diverged = not all(np.isfinite(logs.get(key, 0.0)) for key in ("loss", "val_loss"))
             # >=: on a tie the later epoch has seen more data and better-settled ranges.
-            if accuracy is not None and accuracy >= self.best_accuracy:
+            if not diverged and accuracy >= self.best_accuracy:
                 self.best_accuracy, self.best_epoch = accuracy, epoch + 1
                 self.best_weights = self.model.get_weights()
 

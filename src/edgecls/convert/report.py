@@ -89,7 +89,7 @@ def to_markdown(report: ParityReport) -> str:
         "accuracy, bal. acc. (balanced accuracy), macro AUC (one-vs-rest ROC AUC, averaged over classes): on the "
         "test split. agree: top-1 agreement with float Keras; KL: mean KL divergence from float Keras "
         "(nats). x f32: size relative to model_float32.tflite. gate: full-integer files must be within "
-        f"{report.max_drop:g} accuracy points of float Keras.",
+        f"{report.max_drop:g} accuracy point{'' if abs(report.max_drop) == 1 else 's'} of float Keras.",
     ]
     notes = report.notes + [f"{row.name}: {note}" for row in report.rows for note in row.notes]
     if notes:
@@ -98,7 +98,7 @@ def to_markdown(report: ParityReport) -> str:
     if detailed:
         lines += ["", "## How each file was made", ""]
         for row in detailed:
-            facts = [f"{key} {value}" for key, value in row.details.items() if value not in (None, "")]
+            facts = [f"{key}: {value}" for key, value in row.details.items() if value not in (None, "") and value != row.name]
             lines.append(f"- {row.name}: " + (f"failed: {row.error}" if row.error else "; ".join(facts)))
     return "\n".join(lines) + "\n"
 

@@ -42,14 +42,10 @@ def check_ops(model_bytes: bytes) -> OpCheck:
     custom_ops: Counter = Counter()
     input_type = output_type = ""
     for subgraph in model.subgraphs or []:
-        tensors = subgraph.tensors or []
-
-        def tensor_type(index: int) -> str:
-            return type_names.get(tensors[index].type, str(tensors[index].type))
-
+        types = [type_names.get(tensor.type, str(tensor.type)) for tensor in subgraph.tensors or []]
         if subgraph is model.subgraphs[0]:
-            input_type = ",".join(tensor_type(i) for i in subgraph.inputs)
-            output_type = ",".join(tensor_type(i) for i in subgraph.outputs)
+            input_type = ",".join(types[i] for i in subgraph.inputs)
+            output_type = ",".join(types[i] for i in subgraph.outputs)
         for op in subgraph.operators or []:
             code = model.operatorCodes[op.opcodeIndex]
             # Newer schemas moved builtin codes > 127 to `builtinCode`; take whichever is set.
@@ -60,8 +56,8 @@ def check_ops(model_bytes: bytes) -> OpCheck:
                 custom_ops[custom] += 1
                 name = f"CUSTOM:{custom}"
             counts[name] += 1
-            used = [i for i in list(op.inputs if op.inputs is not None else []) + list(op.outputs if op.outputs is not None else []) if i >= 0]
-            if any(tensor_type(i) in _FLOAT_TYPES for i in used):
+            tensors = [*(op.inputs if op.inputs is not None else []), *(op.outputs if op.outputs is not None else [])]
+            if any(types[i] in _FLOAT_TYPES for i in tensors if i >= 0):  # -1: an omitted optional input
                 float_ops[name] += 1
     return OpCheck(dict(counts), dict(float_ops), dict(custom_ops), input_type.lower(), output_type.lower())
 

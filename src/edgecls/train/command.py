@@ -10,7 +10,7 @@ from typing import Optional
 
 import typer
 
-from edgecls.errors import EdgeclsError
+from edgecls.errors import EXIT_INTERRUPTED, EdgeclsError
 from edgecls.train.models import list_models
 from edgecls.train.options import TrainOptions
 
@@ -101,7 +101,7 @@ def train(
     try:
         train_model(options, data, output, echo=typer.echo)
     except KeyboardInterrupt:
-        raise EdgeclsError(f"interrupted; continue with: edgecls train {data} --output {output} --resume", 130) from None
+        raise EdgeclsError(f"interrupted; continue with: edgecls train {data} --output {output} --resume", EXIT_INTERRUPTED) from None
     _list_files(output)
 
 
@@ -112,12 +112,13 @@ def evaluate(
     split: Optional[SplitName] = typer.Option(None, "--split", help="Which images: test, val, train or all (default: test with a run, else all)."),
     output: Optional[Path] = typer.Option(None, "--output", "-o", help="Report folder (default: RUN/evaluate/<model>-<split>)."),
     data_format: DataFormat = typer.Option(DataFormat.auto, "--format", help="Dataset layout; auto detects it."),
+    force: bool = typer.Option(False, "--force", help="Replace an earlier report in the output folder."),
 ) -> None:
     """Evaluate a Keras or TFLite model on a dataset: metrics.json, plots, report.md."""
     from edgecls.train.evaluate import evaluate_model_file
 
     written = evaluate_model_file(model, data=data, run_dir=run, split=split.value if split else None,
-                                  output=output, data_format=data_format.value, echo=typer.echo)  # fmt: skip
+                                  output=output, data_format=data_format.value, echo=typer.echo, force=force)  # fmt: skip
     typer.echo(f"wrote {len(written)} files to {written[0].parent}: " + ", ".join(p.name for p in written))
 
 

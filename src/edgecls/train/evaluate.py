@@ -187,7 +187,7 @@ def evaluate_run(run, splits: Sequence[str] = ("val", "test"), output_dir=None, 
 
 
 def evaluate_model_file(model, data=None, run_dir=None, split: str | None = None, output=None, data_format: str = "auto",
-                        echo: Callable[[str], None] = print) -> list:  # fmt: skip
+                        echo: Callable[[str], None] = print, force: bool = False) -> list:  # fmt: skip
     """`edgecls evaluate`: a .keras or .tflite model (or a run folder) on a dataset's split or all of it."""
     from edgecls.train import run as runs
     from edgecls.train.report import write_report
@@ -208,7 +208,9 @@ def evaluate_model_file(model, data=None, run_dir=None, split: str | None = None
         raise EdgeclsError(f"--split {split} needs the run whose split.csv defines it: pass --run RUN_DIR (or use --split all)")
     if output is None and run is None:
         raise EdgeclsError("pass --output FOLDER for the report")
-    output = output or run.path / "evaluate" / f"{model.stem}-{split}"
+    output = Path(output or run.path / runs.EVALUATE_DIR / f"{model.stem}-{split}")
+    if (output / "metrics.json").exists() and not force:
+        raise EdgeclsError(f"{output} already holds an evaluation (metrics.json); pass --force to replace it, or --output elsewhere")
     if run is not None:
         dataset = run.dataset
     elif data is None:
@@ -239,7 +241,9 @@ def evaluate_model_file(model, data=None, run_dir=None, split: str | None = None
     echo(summary_line(result))
     facts = {"model": f"{model} ({kind})", "dataset": f"{dataset.name} ({dataset.root})", "split": split,
              "image_size": f"{size[0]}x{size[1]}", "run": str(run.path) if run else None}  # fmt: skip
-    return write_report(Path(output), [result], f"{model.name} on {dataset.name}", facts,
+    # The run's learning curves belong in the report of the very model that run trained.
+    history = run.history if run is not None and model.resolve() == (run.path / runs.MODEL_FILE).resolve() else None
+    return write_report(output, [result], f"{model.name} on {dataset.name}", facts, history=history,
                         keras_model=keras_model, dataset=dataset, image_size=size)  # fmt: skip
 
 

@@ -149,6 +149,11 @@ def edge_cnn_small(keras, input_shape, num_classes, weights=None, width: float =
     return _edge_cnn(keras, input_shape, num_classes, width=width, **kwargs)
 
 
+@register_model("edge-cnn-large", "edge-cnn at 1.5x width (~370k params, int8 file ~0.4 MB), for harder sets like HAM10000")
+def edge_cnn_large(keras, input_shape, num_classes, weights=None, width: float = 1.5, **kwargs):
+    return _edge_cnn(keras, input_shape, num_classes, width=width, **kwargs)
+
+
 # -- the seed notebooks' architectures, kept as named baselines -----------------------
 
 

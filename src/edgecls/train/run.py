@@ -33,13 +33,14 @@ PLOTS_DIR = "plots"
 CHECKPOINTS_DIR = "checkpoints"
 LOGS_DIR = "logs"
 CONVERT_DIR = "convert"
+EVALUATE_DIR = "evaluate"
 BEST_WEIGHTS = f"{CHECKPOINTS_DIR}/best.weights.h5"
 BACKUP_DIR = f"{CHECKPOINTS_DIR}/backup"
 
 # What a run writes. --force removes exactly these (never the whole folder, which may be a
-# user's folder with other things in it); convert/ goes too, as it describes the old model.
+# user's folder with other things in it); convert/ and evaluate/ go too: they describe the old model.
 RUN_FILES = (MODEL_FILE, CONFIG_FILE, LABELS_FILE, SPLIT_FILE, HISTORY_FILE, METRICS_FILE, REPORT_FILE)
-RUN_DIRS = (PLOTS_DIR, CHECKPOINTS_DIR, LOGS_DIR, CONVERT_DIR)
+RUN_DIRS = (PLOTS_DIR, CHECKPOINTS_DIR, LOGS_DIR, CONVERT_DIR, EVALUATE_DIR)
 
 
 def prepare_run_dir(run_dir: str | Path, force: bool = False, resume: bool = False) -> bool:
