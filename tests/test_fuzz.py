@@ -272,3 +272,100 @@ def _child(current: str, examples: int, seed_paths: list[str]) -> None:
 
 if __name__ == "__main__" and len(sys.argv) > 1 and sys.argv[1] == "--child":
     _child(sys.argv[2], int(sys.argv[3]), sys.argv[4:])
+
+
+# -- .keras files: evaluate and convert load whatever a user points them at ---------------------
+KERAS_EXAMPLES = 40 * SCALE
+LAYER_EDITS = st.one_of(
+    st.sampled_from(["Lambda", "TFOpLambda", "__main__>Evil", "builtins.eval", "", "Dense", "Conv2D"]).map(lambda v: ("class_name", v)),
+    st.tuples(st.sampled_from(["config", "module", "registered_name", "inbound_nodes"]),
+              st.one_of(st.none(), st.integers(), st.text(max_size=8), st.lists(st.integers(), max_size=3))),  # fmt: skip
+)
+
+
+@pytest.fixture(scope="module")
+def keras_zips(tmp_path_factory) -> dict[str, bytes]:
+    """A plain model, and one with a Lambda layer (Python bytecode inside its config.json)."""
+    from test_robustness import keras_colour_model
+    from tiny_models import colour_keras_model
+
+    folder = tmp_path_factory.mktemp("keras")
+    colour_keras_model(8).save(folder / "plain.keras")
+    keras_colour_model(with_lambda=True).save(folder / "lambda.keras")
+    return {name: (folder / f"{name}.keras").read_bytes() for name in ("plain", "lambda")}
+
+
+def _rezip(data: bytes, config: dict) -> bytes:
+    import io
+    import json
+    import zipfile
+
+    source, out = zipfile.ZipFile(io.BytesIO(data)), io.BytesIO()
+    with zipfile.ZipFile(out, "w") as target:
+        for name in source.namelist():
+            target.writestr(name, json.dumps(config) if name == "config.json" else source.read(name))
+    return out.getvalue()
+
+
+@st.composite
+def mutated_keras(draw, seeds: dict[str, bytes]) -> bytes:
+    """A saved model with its architecture JSON edited (layers renamed to Lambda or to unknown
+    classes, fields replaced with junk), its bytes flipped, or both."""
+    import io
+    import json
+    import zipfile
+
+    data = seeds[draw(st.sampled_from(sorted(seeds)))]
+    if draw(st.booleans()):
+        config = json.loads(zipfile.ZipFile(io.BytesIO(data)).read("config.json"))
+        layers = config["config"]["layers"]
+        for _ in range(draw(st.integers(1, 3))):
+            key, value = draw(LAYER_EDITS)
+            layers[draw(st.integers(0, len(layers) - 1))][key] = value
+        data = _rezip(data, config)
+    if draw(st.booleans()):
+        data = draw(mutated({"keras": data}, edits=("byte", "flip", "cut")))
+    return data
+
+
+def test_keras_loading_of_damaged_files_fails_cleanly_and_unpickles_nothing(keras_zips, tmp_path, monkeypatch):
+    """`load_keras_model` on damaged or hostile `.keras` files: a model or one EdgeclsError
+    line, never another exception, and never a call into pickle or into Keras' `func_load`,
+    which unmarshals a Lambda's bytecode (safe mode refuses it before that)."""
+    import pickle
+
+    from tf_keras.src.utils import generic_utils
+
+    from edgecls.train.run import load_keras_model
+    from edgecls.train.tf_env import import_tf
+
+    import_tf()
+    deserialised: list[str] = []
+
+    def refuse(name):
+        def call(*args, **kwargs):
+            deserialised.append(name)
+            raise RuntimeError(f"{name} called while loading an untrusted model")
+
+        return call
+
+    for module, name in ((pickle, "loads"), (pickle, "load"), (generic_utils, "func_load")):
+        monkeypatch.setattr(module, name, refuse(f"{module.__name__}.{name}"))
+    path = tmp_path / "model.keras"
+
+    @given(data=mutated_keras(keras_zips))
+    @settings(FUZZ, max_examples=KERAS_EXAMPLES)
+    def check(data):
+        path.write_bytes(data)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            try:
+                model = load_keras_model(path)
+            except EdgeclsError as exc:
+                assert "\n" not in str(exc) and str(exc).startswith(str(path))
+            else:
+                assert model.output_shape[-1] == 3
+                assert not any(type(layer).__name__ == "Lambda" for layer in model.layers)
+        assert not deserialised, deserialised
+
+    check()

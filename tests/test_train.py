@@ -324,3 +324,42 @@ def test_pipeline_streams_files_like_load_images(colour_data):
     assert sources == [dataset.image_source(k) for k in keys]  # the bulk form gives the same answers
     streamed = np.stack([image for image, _ in image_dataset(tf, sources, np.zeros(len(keys)), (24, 24)).as_numpy_iterator()])
     np.testing.assert_array_equal(streamed, dataset.load_images(keys, (24, 24)))
+
+
+def test_early_stopping_counts_patience_across_a_resume():
+    """Best at epoch 0, then two worse epochs before the interruption: with patience 3 the
+    resumed run stops after one more worse epoch, exactly as the uninterrupted run would."""
+    from edgecls.train.callbacks import ResumableEarlyStopping
+
+    history = pd.DataFrame({"epoch": [0, 1, 2, 3], "val_accuracy": [0.9, 0.5, 0.6, 0.95]})  # epoch 3 is replayed
+
+    class Model:
+        stop_training = False
+
+    stopper = ResumableEarlyStopping("val_accuracy", mode="max", patience=3, history=history)
+    stopper.set_model(Model())
+    stopper.on_train_begin()
+    stopper.on_epoch_begin(3)
+    assert stopper.best == 0.9 and stopper.best_epoch == 0 and stopper.wait == 2
+    stopper.on_epoch_end(3, {"val_accuracy": 0.7})
+    assert stopper.model.stop_training
+
+    fresh = ResumableEarlyStopping("val_accuracy", mode="max", patience=3)  # a new run: no history
+    fresh.set_model(Model())
+    fresh.on_train_begin()
+    fresh.on_epoch_begin(0)
+    fresh.on_epoch_end(0, {"val_accuracy": 0.7})
+    assert fresh.wait == 0 and not fresh.model.stop_training
+
+
+def test_mirrored_strategy_and_tensorboard_logs(colour_data, tmp_path):
+    """--strategy mirrored builds and fits under tf.distribute (one CPU replica here; the same
+    code spreads over every local GPU), and TensorBoard event files land in logs/."""
+    from edgecls.train.trainer import train_model
+
+    said: list[str] = []
+    run = train_model(quick_options(epochs=1, strategy="mirrored", tensorboard=True), colour_data, tmp_path / "run", echo=said.append)
+    assert any("1 replicas" in line for line in said), said
+    events = list((tmp_path / "run" / "logs").rglob("events.out.tfevents.*"))
+    assert events and all(p.stat().st_size > 0 for p in events)
+    assert run.metrics["val"]["images"] > 0 and (tmp_path / "run" / "model.keras").is_file()

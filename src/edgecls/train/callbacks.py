@@ -114,6 +114,25 @@ class BestWeights(keras.callbacks.Callback):
                 self.model.save_weights(tmp)
 
 
+class ResumableEarlyStopping(keras.callbacks.EarlyStopping):
+    """EarlyStopping that, on --resume, counts patience from the best epoch of the run so far,
+    as the uninterrupted run would have, rather than starting the count again at zero."""
+
+    def __init__(self, *args, history: pd.DataFrame | None = None, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.history_so_far = history
+        self.first_epoch = True
+
+    def on_epoch_begin(self, epoch, logs=None):
+        if self.first_epoch and self.history_so_far is not None:
+            done = self.history_so_far[self.history_so_far["epoch"] < epoch]  # a replayed epoch does not count
+            best, best_epoch = best_so_far(done, self.monitor)
+            if best is not None:
+                self.best, self.best_epoch = best, best_epoch
+                self.wait = epoch - 1 - best_epoch  # epochs since the best, none of them better
+        self.first_epoch = False
+
+
 class HistoryWriter(keras.callbacks.Callback):
     """history.csv rewritten atomically after every epoch (CSVLogger appends in place, so an
     interrupted run could leave a torn last line); on resume the earlier epochs are kept."""

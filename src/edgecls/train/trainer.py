@@ -199,7 +199,7 @@ def _callbacks(tf, keras, options, train_sources, y_train, val_data, y_val, labe
         callbacks.append(keras.callbacks.ReduceLROnPlateau(
             options.monitor, mode=mode, factor=0.5, patience=max(1, options.patience // 3),
             min_lr=options.learning_rate / 100))  # fmt: skip
-    callbacks += [saver, keras.callbacks.EarlyStopping(options.monitor, mode=mode, patience=options.patience, verbose=1),
+    callbacks += [saver, cb.ResumableEarlyStopping(options.monitor, mode=mode, patience=options.patience, verbose=1, history=history),
                   cb.HistoryWriter(run_dir / runs.HISTORY_FILE, history)]  # fmt: skip
     if options.tensorboard and _have_tensorboard(echo):
         callbacks.append(keras.callbacks.TensorBoard(run_dir / runs.LOGS_DIR, write_graph=False, profile_batch=0))
