@@ -80,6 +80,7 @@ def test_evaluate_int8_tflite_model_labels_from_metadata(colour_data, tmp_path):
     assert "TFLite (int8 input)" in result.output
     metrics = _check_report(tmp_path / "report", 0.95)
     assert metrics["all"]["macro_auc"] > 0.95
+    assert "No Grad-CAM overlays" in (tmp_path / "report" / "report.md").read_text()  # said, not silently missing
 
 
 def test_an_earlier_report_is_replaced_only_with_force(colour_data, tmp_path):

@@ -52,7 +52,10 @@ def write_report(
         path = _gradcam(keras_model, dataset, results[-1], image_size, plot_dir / f"gradcam_{results[-1].name}.png")
         figures.append((f"Grad-CAM, {results[-1].name} (mistakes first)", path))
     written += [path for _, path in figures]
-    written.append(write_text_atomic(output_dir / "report.md", _markdown(title, facts, results, figures, output_dir)))
+    notes = [] if keras_model is not None else [
+        "No Grad-CAM overlays: they need the model's gradients, which a .tflite file does not have; "
+        "`edgecls evaluate` on the Keras model (a run folder's model.keras) draws them."]  # fmt: skip
+    written.append(write_text_atomic(output_dir / "report.md", _markdown(title, facts, results, figures, output_dir, notes)))
     return written
 
 
@@ -81,7 +84,8 @@ def _number(value: float | None) -> str:
     return "n/a" if value is None else f"{value:.3f}"
 
 
-def _markdown(title: str, facts: dict[str, Any], results: Sequence[SplitResult], figures, output_dir: Path) -> str:
+def _markdown(title: str, facts: dict[str, Any], results: Sequence[SplitResult], figures, output_dir: Path,
+              notes: Sequence[str] = ()) -> str:  # fmt: skip
     lines = [f"# {title}", ""]
     lines += [f"- **{key.replace('_', ' ')}**: {value}" for key, value in facts.items() if value not in (None, "", [])]
     lines += ["", "Measured in inference mode on held images the model was not trained on.", "",
@@ -101,5 +105,5 @@ def _markdown(title: str, facts: dict[str, Any], results: Sequence[SplitResult],
     lines += ["", "## Plots", ""]
     for caption, path in figures:
         lines += [f"### {caption}", "", f"![{caption}]({path.relative_to(output_dir).as_posix()})", ""]
-    lines += ["Files: `metrics.json` (all numbers), `predictions.csv` (per image probabilities).", ""]
+    lines += [*notes, "", "Files: `metrics.json` (all numbers), `predictions.csv` (per image probabilities).", ""]
     return "\n".join(lines)
