@@ -105,10 +105,11 @@ class ModeConverter:
         if not calibrate_activation_ranges(qat_model, self.calibration.images):
             notes.append("QAT: activation ranges start at tfmot's [-6, 6] (could not calibrate them first)")
         batches = qat_data(self.data, self._train_options(), self.options.qat_batch_size, self.options.seed)
+        monitor = self._train_options().monitor
         self.say(
             f"QAT: fine-tuning {self.options.qat_epochs} epoch(s) on {batches.train_images} training images at learning "
-            f"rate {self.options.qat_learning_rate:g}; keeping the epoch (0 = none) most accurate on {batches.validation_images} "
-            "validation images"
+            f"rate {self.options.qat_learning_rate:g}; keeping the epoch (0 = none) with the best {monitor} on "
+            f"{batches.validation_images} validation images, the metric the model was trained to"
         )
         try:
             history = fine_tune(
@@ -119,6 +120,7 @@ class ModeConverter:
                 learning_rate=self.options.qat_learning_rate,
                 class_weight=batches.class_weight,
                 seed=self.options.seed,
+                monitor=monitor,
                 verbose=self.options.verbose,
             )
         except EdgeclsError as exc:
@@ -137,13 +139,14 @@ class ModeConverter:
             "qat_train_images": batches.train_images,
             "qat_left_float": plan.describe_left_float(self.model),
         }
-        if history["start_val_accuracy"] is not None:
-            best = history["epochs"][history["best_epoch"] - 1]["val_accuracy"] if history["best_epoch"] else history["start_val_accuracy"]
-            details["qat_val_accuracy_before"] = round(history["start_val_accuracy"], 6)
-            details["qat_val_accuracy"] = round(best, 6)
+        if history["start"] is not None:
+            sign = -1.0 if monitor == "val_loss" else 1.0  # the score is minus the loss
+            details["qat_monitor"] = monitor
+            details["qat_val_before"] = round(sign * history["start"], 6)
+            details["qat_val_best"] = round(sign * history["best"], 6)
         if history["best_epoch"] == 0:
             notes.append(
-                "QAT: no fine-tuning epoch beat the calibrated quantization-aware model on validation accuracy; "
+                f"QAT: no fine-tuning epoch beat the calibrated quantization-aware model on {monitor}; "
                 "kept it as it was before fine-tuning"
             )
         return Converted(QAT, model_bytes, details, notes)
@@ -164,7 +167,7 @@ class ModeConverter:
 
         # How an outside model was trained is unknown: fine-tune on the images as they are
         # (augmentations that are harmless for cells can change other classes, e.g. rotations).
-        return TrainOptions(augment=False, imbalance="none")
+        return TrainOptions(augment=False, imbalance="none", monitor="val_accuracy")
 
 
 def _rewrite_note(rewritten: list[str]) -> str:

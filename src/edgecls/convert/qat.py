@@ -158,13 +158,15 @@ def _is_range_variable(variable) -> bool:
     return variable.name.endswith(("_min:0", "_max:0"))
 
 
-def fine_tune(qat_model, train, validation, *, epochs: int, learning_rate: float, class_weight=None, seed: int = 0, verbose: bool = False) -> dict:
+def fine_tune(qat_model, train, validation, *, epochs: int, learning_rate: float, class_weight=None, seed: int = 0,
+              monitor: str = "val_accuracy", verbose: bool = False) -> dict:  # fmt: skip
     """Fine-tune in place on finite batches of (float image, label), one pass per epoch.
 
-    Keeps the weights (and ranges) with the best validation accuracy, measured with fake
-    quantization, so close to what int8 will do; epoch 0, the model before fine-tuning, is
-    a candidate too, so fine-tuning can only help on validation. Returns
-    {"epochs": [per-epoch logs], "best_epoch": n, "start_val_accuracy": a}.
+    Keeps the weights (and ranges) of the epoch best on validation by `monitor`, the metric the
+    run itself was trained to (val_accuracy, val_balanced_accuracy, val_auc or val_loss),
+    measured with fake quantization, so close to what int8 will do. Epoch 0, the model before
+    fine-tuning, is a candidate too, so fine-tuning can only help on validation. Returns
+    {"epochs": [per-epoch logs, with `monitor`], "best_epoch": n, "monitor": m, "start": v, "best": v}.
     """
     tf, keras = import_tf()
     keras.utils.set_random_seed(seed)
@@ -174,11 +176,11 @@ def fine_tune(qat_model, train, validation, *, epochs: int, learning_rate: float
         metrics=[keras.metrics.SparseCategoricalAccuracy(name="accuracy")],
     )
     try:
-        start = qat_model.evaluate(validation, verbose=0, return_dict=True)["accuracy"] if validation is not None else None
-        keep_best = _keep_best_epoch_callback(keras, start, qat_model.get_weights())
+        score = _validation_score(validation, monitor) if validation is not None else None
+        start = score(qat_model) if score is not None else None
+        keep_best = _keep_best_epoch_callback(keras, score, monitor, start, qat_model.get_weights())
         history = qat_model.fit(
             train,
-            validation_data=validation,
             epochs=epochs,
             class_weight=class_weight,
             callbacks=[keras.callbacks.TerminateOnNaN(), keep_best],
@@ -187,26 +189,47 @@ def fine_tune(qat_model, train, validation, *, epochs: int, learning_rate: float
     except tf.errors.OpError as exc:  # an unreadable image in the pipeline, out of memory...
         raise EdgeclsError(f"QAT fine-tuning failed ({_first_line(exc)})") from None
     per_epoch = [{key: float(values[i]) for key, values in history.history.items()} for i in range(len(history.epoch))]
-    return {"epochs": per_epoch, "best_epoch": keep_best.best_epoch, "start_val_accuracy": start}
+    return {"epochs": per_epoch, "best_epoch": keep_best.best_epoch, "monitor": monitor, "start": start, "best": keep_best.best}
 
 
-def _keep_best_epoch_callback(keras, start_accuracy: float | None, start_weights):
+def _validation_score(validation, monitor: str):
+    """model -> the validation value of `monitor`, higher is better (val_loss comes negated)."""
+    from edgecls.train.evaluate import compute_metrics
+
+    y_true = np.concatenate([np.asarray(labels) for _, labels in validation.as_numpy_iterator()])
+
+    def score(model) -> float:
+        probabilities = model.predict(validation, verbose=0)
+        if not np.all(np.isfinite(probabilities)):
+            return float("nan")
+        if monitor == "val_loss":
+            picked = probabilities[np.arange(len(y_true)), y_true]
+            return float(np.mean(np.log(np.clip(picked, 1e-7, 1.0))))  # minus the cross-entropy
+        metrics = compute_metrics(y_true, probabilities, [str(i) for i in range(probabilities.shape[1])])
+        key = {"val_accuracy": "accuracy", "val_balanced_accuracy": "balanced_accuracy", "val_auc": "macro_auc"}[monitor]
+        return float("nan") if metrics[key] is None else float(metrics[key])
+
+    return score
+
+
+def _keep_best_epoch_callback(keras, score, monitor: str, start: float | None, start_weights):
     class KeepBestEpoch(keras.callbacks.Callback):
         """Restore the weights (and learned quantizer ranges) of the best validation epoch."""
 
         def __init__(self):
             super().__init__()
-            self.best_accuracy = -1.0 if start_accuracy is None else start_accuracy
+            self.best = start if start is not None and np.isfinite(start) else -np.inf
             self.best_epoch = 0
             self.best_weights = start_weights
 
         def on_epoch_end(self, epoch, logs=None):
-            logs = logs or {}
-            accuracy = logs.get("val_accuracy", 0.0)  # without validation: the last sound epoch
-            diverged = not all(np.isfinite(logs.get(key, 0.0)) for key in ("loss", "val_loss"))
+            logs = logs if logs is not None else {}
+            # Without validation data: the last epoch whose loss stayed finite.
+            value = score(self.model) if score is not None else 0.0
+            logs[monitor] = value
             # >=: on a tie the later epoch has seen more data and better-settled ranges.
-            if not diverged and accuracy >= self.best_accuracy:
-                self.best_accuracy, self.best_epoch = accuracy, epoch + 1
+            if np.isfinite(logs.get("loss", 0.0)) and np.isfinite(value) and value >= self.best:
+                self.best, self.best_epoch = value, epoch + 1
                 self.best_weights = self.model.get_weights()
 
         def on_train_end(self, logs=None):
