@@ -27,6 +27,7 @@ def demo(
 ) -> None:
     """Run the whole pipeline offline on a small generated dataset: train, QAT int8, parity, classify, bench."""
     from edgecls.bench_command import print_bench_table
+    from edgecls.cli_support import quiet_native_stderr
     from edgecls.convert.conversion import convert_run
     from edgecls.convert.options import ConvertOptions
     from edgecls.convert.report import print_report
@@ -54,7 +55,8 @@ def demo(
     run = train_model(TrainOptions(model="edge-cnn", epochs=epochs, patience=epochs, tensorboard=False), data_dir, run_dir, echo=typer.echo)
 
     _step(3, "Quantization-aware training and int8 export, with the float-vs-int8 parity report")
-    report = convert_run(run_dir, ConvertOptions(modes=("float32", "qat"), qat_epochs=2, command="edgecls demo"))
+    with quiet_native_stderr():  # the TFLite converter's C++ log lines, as `edgecls convert` keeps out
+        report = convert_run(run_dir, ConvertOptions(modes=("float32", "qat"), qat_epochs=2, command="edgecls demo"))
     print_report(report)
     files = {row.name: Path(report.output_dir) / row.file for row in report.rows if row.file and row.size_bytes}
     int8_file = next(path for name, path in files.items() if "int8" in path.name)
@@ -63,14 +65,16 @@ def demo(
     _step(4, f"Classifying test images with {int8_file.name} through the device runtime (no TensorFlow)")
     test_keys = run.split_items("test").groupby("label").head(2)["key"]
     paths = [Path(run.dataset.image_source(key)) for key in test_keys]
-    classifier = TFLiteClassifier(int8_file)
-    results = list(classify_paths(classifier, paths, top_k=2))
+    with quiet_native_stderr():  # LiteRT's "INFO: Created ... XNNPACK delegate" line
+        classifier = TFLiteClassifier(int8_file)
+        results = list(classify_paths(classifier, paths, top_k=2))
     write_records(results, "table", None)
     correct = sum(r.prediction.label == Path(r.path).parent.name for r in results if r.prediction)
     typer.echo(f"{correct} of {len(results)} correct (true class = folder name)")
 
     _step(5, "Benchmarking float32 vs int8 (single-image invoke latency)")
-    bench = run_bench([float_file, int8_file], BenchSettings(warmup=10, runs=200, threads=(1, 2)))
+    with quiet_native_stderr():
+        bench = run_bench([float_file, int8_file], BenchSettings(warmup=10, runs=200, threads=(1, 2)))
     print_bench_table(bench)
     write_json_atomic(output / "bench.json", bench)
 
