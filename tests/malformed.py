@@ -277,9 +277,9 @@ def embed_raw_metadata(model_bytes: bytes, payload: bytes, name: str = "edgecls_
     """Replace the edgecls metadata entry with arbitrary bytes (invalid JSON included)."""
     import flatbuffers
 
-    from edgecls.edge_runtime.metadata import _schema_module
+    from edgecls.edge_runtime.metadata import tflite_schema
 
-    schema = _schema_module()
+    schema = tflite_schema()
     model = schema.ModelT.InitFromPackedBuf(bytearray(model_bytes), 0)
     model.metadata = [m for m in (model.metadata or []) if _name(m.name) != name]
     buffer = schema.BufferT()
@@ -306,9 +306,9 @@ def rewrite_model(model_bytes: bytes, change: Callable[[object], None]) -> bytes
     """
     import flatbuffers
 
-    from edgecls.edge_runtime.metadata import _schema_module
+    from edgecls.edge_runtime.metadata import tflite_schema
 
-    model = _schema_module().ModelT.InitFromPackedBuf(bytearray(model_bytes), 0)
+    model = tflite_schema().ModelT.InitFromPackedBuf(bytearray(model_bytes), 0)
     change(model)
     builder = flatbuffers.Builder(len(model_bytes) + 1024)
     builder.Finish(model.Pack(builder), file_identifier=b"TFL3")
@@ -375,9 +375,9 @@ def with_quantization(model_bytes: bytes, tensor_name_part: str, scale=None, zer
     """Rewrite one tensor's quantization, as a bit flip in a copied file would."""
     import flatbuffers
 
-    from edgecls.edge_runtime.metadata import _schema_module
+    from edgecls.edge_runtime.metadata import tflite_schema
 
-    schema = _schema_module()
+    schema = tflite_schema()
     model = schema.ModelT.InitFromPackedBuf(bytearray(model_bytes), 0)
     for tensor in model.subgraphs[0].tensors:
         if tensor_name_part in _name(tensor.name) and tensor.quantization is not None:

@@ -10,6 +10,8 @@ from __future__ import annotations
 from collections import Counter
 from dataclasses import dataclass, field
 
+from edgecls.edge_runtime.metadata import tflite_schema
+
 _FLOAT_TYPES = ("FLOAT32", "FLOAT16", "FLOAT64", "BFLOAT16", "COMPLEX64", "COMPLEX128")
 
 
@@ -33,7 +35,7 @@ class OpCheck:
 
 def check_ops(model_bytes: bytes) -> OpCheck:
     """Count op types, and find ops that compute in float or are not builtins."""
-    schema = _schema()
+    schema = tflite_schema()
     model = schema.ModelT.InitFromPackedBuf(bytearray(model_bytes), 0)
     op_names = _enum_names(schema.BuiltinOperator)
     type_names = _enum_names(schema.TensorType)
@@ -65,10 +67,3 @@ def check_ops(model_bytes: bytes) -> OpCheck:
 def _enum_names(enum_class) -> dict[int, str]:
     return {value: key for key, value in vars(enum_class).items() if not key.startswith("_") and isinstance(value, int)}
 
-
-def _schema():
-    try:
-        from ai_edge_litert import schema_py_generated
-    except ImportError:  # workstation without LiteRT: TensorFlow ships the same schema
-        from tensorflow.lite.python import schema_py_generated
-    return schema_py_generated

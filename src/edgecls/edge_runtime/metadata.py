@@ -177,7 +177,7 @@ def write_metadata(model_bytes: bytes, metadata: ModelMetadata) -> bytes:
     import flatbuffers
     import numpy as np
 
-    schema = _schema_module()
+    schema = tflite_schema()
     model = schema.ModelT.InitFromPackedBuf(bytearray(model_bytes), 0)
     payload = np.frombuffer(metadata.to_json().encode("utf-8"), dtype=np.uint8)
     model.metadata = [m for m in (model.metadata or []) if _name(m.name) != METADATA_NAME]
@@ -197,9 +197,14 @@ def _name(value: str | bytes | None) -> str:
     return value.decode("utf-8", "replace") if isinstance(value, bytes) else (value or "")
 
 
-def _schema_module():
+def tflite_schema():
+    """The TFLite flatbuffer schema's object API (ModelT, BufferT...), as LiteRT ships it.
+
+    Only writing metadata and checking a converted file's ops need it, both on the workstation,
+    where ai-edge-litert is installed with edgecls; reading metadata does not.
+    """
     try:
         from ai_edge_litert import schema_py_generated
-    except ImportError:  # workstation without LiteRT: TensorFlow ships the same schema
-        from tensorflow.lite.python import schema_py_generated
+    except ImportError:
+        raise EdgeclsError("writing TFLite metadata needs the ai-edge-litert package: pip install ai-edge-litert") from None
     return schema_py_generated
