@@ -63,8 +63,7 @@ def convert_model(
     labels = list(labels if labels is not None else dataset.labels)
     if len(labels) != output_classes(model):
         raise EdgeclsError(f"the model outputs {output_classes(model)} classes but there are {len(labels)} labels ({', '.join(labels[:8])})")
-    if hasattr(dataset, "summary"):  # what was read and what was skipped, as train and evaluate say it
-        say(f"dataset: {dataset.summary()}")
+    say(f"dataset: {dataset.summary()}")  # what was read and what was skipped, as train and evaluate say it
     data = ConversionData(dataset, split, labels, image_size)
     test = data.test()
 

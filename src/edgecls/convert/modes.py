@@ -104,8 +104,9 @@ class ModeConverter:
         freeze_batch_norm(qat_model)
         if not calibrate_activation_ranges(qat_model, self.calibration.images):
             notes.append("QAT: activation ranges start at tfmot's [-6, 6] (could not calibrate them first)")
-        batches = qat_data(self.data, self._train_options(), self.options.qat_batch_size, self.options.seed)
-        monitor = self._train_options().monitor
+        train_options = self._train_options()
+        batches = qat_data(self.data, train_options, self.options.qat_batch_size, self.options.seed)
+        monitor = train_options.monitor
         self.say(
             f"QAT: fine-tuning {self.options.qat_epochs} epoch(s) on {batches.train_images} training images at learning "
             f"rate {self.options.qat_learning_rate:g}; keeping the epoch (0 = none) with the best {monitor} on "

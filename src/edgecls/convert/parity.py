@@ -198,5 +198,5 @@ def apply_gate(row: ParityRow, reference_accuracy: float, max_drop: float) -> No
 
 
 def _failure(row: ParityRow) -> str:
-    why = [f"ops not integer-only: {row.float_ops}"] if row.integer_only is False else []
-    return f"{row.file or row.name}" + (f" ({'; '.join(why)})" if why else "")
+    name = row.file or row.name
+    return f"{name} (ops not integer-only: {row.float_ops})" if row.integer_only is False else name

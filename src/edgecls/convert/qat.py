@@ -140,12 +140,12 @@ def calibrate_activation_ranges(qat_model, images, batch_size: int = 64) -> bool
         if not v.name.endswith("_min:0"):
             continue
         partner = by_name.get(v.name[: -len("_min:0")] + "_max:0")
-        new_low, new_high = low[v.ref()], high[partner.ref()] if partner is not None else None
-        # A range that collapsed to a point (an untrained model's vanishing activations) would
-        # make fake quantization divide by zero: keep tfmot's start for it instead.
-        if partner is None or not np.all(np.isfinite(new_low)) or not np.all(np.isfinite(new_high)):
+        if partner is None:
             continue
-        if np.any(new_high - new_low < 1e-6):
+        new_low, new_high = low[v.ref()], high[partner.ref()]
+        # A range that is not finite, or collapsed to a point (an untrained model's vanishing
+        # activations), would break fake quantization: keep tfmot's start for it instead.
+        if not (np.all(np.isfinite(new_low)) and np.all(np.isfinite(new_high))) or np.any(new_high - new_low < 1e-6):
             continue
         v.assign(new_low)
         partner.assign(new_high)
@@ -193,21 +193,18 @@ def fine_tune(qat_model, train, validation, *, epochs: int, learning_rate: float
 
 
 def _validation_score(validation, monitor: str):
-    """model -> the validation value of `monitor`, higher is better (val_loss comes negated)."""
-    from edgecls.train.evaluate import compute_metrics
+    """model -> the validation value of `monitor` as training measures it, higher is better
+    (val_loss comes negated)."""
+    from edgecls.train.evaluate import validation_logs
 
     y_true = np.concatenate([np.asarray(labels) for _, labels in validation.as_numpy_iterator()])
+    sign = -1.0 if monitor == "val_loss" else 1.0
 
     def score(model) -> float:
         probabilities = model.predict(validation, verbose=0)
         if not np.all(np.isfinite(probabilities)):
             return float("nan")
-        if monitor == "val_loss":
-            picked = probabilities[np.arange(len(y_true)), y_true]
-            return float(np.mean(np.log(np.clip(picked, 1e-7, 1.0))))  # minus the cross-entropy
-        metrics = compute_metrics(y_true, probabilities, [str(i) for i in range(probabilities.shape[1])])
-        key = {"val_accuracy": "accuracy", "val_balanced_accuracy": "balanced_accuracy", "val_auc": "macro_auc"}[monitor]
-        return float("nan") if metrics[key] is None else float(metrics[key])
+        return sign * validation_logs(y_true, probabilities, [str(i) for i in range(probabilities.shape[1])])[monitor]
 
     return score
 

@@ -206,5 +206,5 @@ def tflite_schema():
     try:
         from ai_edge_litert import schema_py_generated
     except ImportError:
-        raise EdgeclsError("writing TFLite metadata needs the ai-edge-litert package: pip install ai-edge-litert") from None
+        raise EdgeclsError("editing or checking a .tflite file needs the ai-edge-litert package: pip install ai-edge-litert") from None
     return schema_py_generated

@@ -14,7 +14,7 @@ import numpy as np
 import pandas as pd
 
 from edgecls.io import atomic_path, write_text_atomic
-from edgecls.train.evaluate import compute_metrics
+from edgecls.train.evaluate import validation_logs
 from edgecls.train.tf_env import import_tf
 
 tf, keras = import_tf()
@@ -88,10 +88,7 @@ class ValidationMetrics(keras.callbacks.Callback):
 
     def on_epoch_end(self, epoch, logs=None):
         logs = logs if logs is not None else {}
-        probabilities = self.model.predict(self.val_data, verbose=0)
-        m = compute_metrics(self.y_val, probabilities, self.labels)
-        logs.update(val_loss=m["loss"], val_accuracy=m["accuracy"], val_balanced_accuracy=m["balanced_accuracy"],
-                    val_auc=m["macro_auc"] if m["macro_auc"] is not None else float("nan"))  # fmt: skip
+        logs.update(validation_logs(self.y_val, self.model.predict(self.val_data, verbose=0), self.labels))
         logs["learning_rate"] = current_learning_rate(self.model.optimizer)
 
 

@@ -131,6 +131,14 @@ def compute_metrics(y_true: np.ndarray, probabilities: np.ndarray, labels: Seque
     }
 
 
+def validation_logs(y_true: np.ndarray, probabilities: np.ndarray, labels: Sequence[str]) -> dict[str, float]:
+    """The val_* values that pick a best epoch (training's checkpoint and QAT's alike), as Keras
+    logs: val_loss, val_accuracy, val_balanced_accuracy, val_auc (NaN when undefined)."""
+    m = compute_metrics(y_true, probabilities, labels)
+    return {"val_loss": m["loss"], "val_accuracy": m["accuracy"], "val_balanced_accuracy": m["balanced_accuracy"],
+            "val_auc": m["macro_auc"] if m["macro_auc"] is not None else float("nan")}  # fmt: skip
+
+
 def per_class_auc(y_true: np.ndarray, probabilities: np.ndarray) -> dict[int, float | None]:
     """One-vs-rest ROC AUC per class; None where the split lacks positives or negatives."""
     from sklearn.metrics import roc_auc_score
