@@ -34,7 +34,12 @@ def test_shipped_model_describes_itself(name):
     clf = TFLiteClassifier(path)
     meta = clf.metadata
     assert clf.labels == SHIPPED[name][1]
-    assert clf.input_details["dtype"] == np.int8 and tuple(meta.input_size) == (94, 94)
+    # uint8 in and out: what MediaPipe Tasks and Android load (they refuse int8), input = the pixel.
+    assert clf.input_details["dtype"] == np.uint8 and clf.output_details["dtype"] == np.uint8
+    assert clf.input_details["quantization"] == pytest.approx((1 / 255, 0)) and tuple(meta.input_size) == (94, 94)
+    standard = clf.standard_metadata
+    assert standard.labels == SHIPPED[name][1] and standard.license == meta.provenance["licence"]
+    assert "not a medical device" in standard.description and standard.mean == meta.mean and standard.std == meta.std
     assert "not a medical device" in meta.provenance["intended_use"]
     assert meta.provenance["licence"] and meta.provenance["data_source"]
     assert path.stat().st_size <= 500 * 1024

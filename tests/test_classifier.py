@@ -46,7 +46,7 @@ def test_int8_input_is_exactly_pixel_minus_128(colour_models):
 
 
 def test_model_without_metadata_runs_with_index_labels_and_a_warning(colour_models):
-    with pytest.warns(UserWarning, match="no edgecls metadata"):
+    with pytest.warns(UserWarning, match="no metadata"):
         clf = TFLiteClassifier(colour_models["bare"])
     assert clf.labels == ["0", "1", "2"]
     assert clf.predict(np.full((16, 16, 3), (250, 5, 5), np.uint8)).label == "0"

@@ -194,7 +194,7 @@ def test_model_without_metadata_warns_once_and_runs(colour_models, image_corpus)
     result = cli("classify", "-m", colour_models["bare"], image_corpus / "red.jpg", "-f", "json")
     assert result.exit_code == EXIT_OK, result.output
     warnings = [line for line in result.stderr.splitlines() if line.strip()]
-    assert len(warnings) == 1 and warnings[0].startswith("edgecls: warning:") and "no edgecls metadata" in warnings[0]
+    assert len(warnings) == 1 and warnings[0].startswith("edgecls: warning:") and "has no metadata" in warnings[0]
     assert json.loads(result.stdout)[0]["label"] == "0"  # class indices; red is class 0
 
 

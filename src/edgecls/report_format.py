@@ -99,8 +99,11 @@ def print_model_info(d: dict) -> None:
         q = t["quantization"]
         quant = f"scale={q['scale']:.6g} zero_point={q['zero_point']}" if q else "not quantized"
         lines.append(f"{kind:<13} {t['dtype']} {t['shape']} ({quant})")
-    if not d["has_metadata"]:
+    source = d.get("metadata_source", "edgecls" if d["has_metadata"] else "none")
+    if source == "none":
         lines.append("metadata      none (labels are class indices; inputs scaled to 0..1)")
+    elif source == "tflite":
+        lines.append("metadata      TFLite Model Metadata only (no edgecls entry)")
     lines += [
         f"labels        {', '.join(meta['labels'])}",
         f"input size    {meta['input_size'][0]}x{meta['input_size'][1]}x{meta['channels']}",
@@ -110,7 +113,19 @@ def print_model_info(d: dict) -> None:
     for key in ("name", "dataset", "quantization", "created", "edgecls_version"):
         if meta.get(key):
             lines.append(f"{key:<13} {meta[key]}")
-    for key in ("metrics", "provenance"):
-        for k, v in (meta.get(key) or {}).items():
-            lines.append(f"{key[:-1] if key == 'metrics' else key:<13} {k}: {v}")
+    if source == "edgecls":
+        for key in ("metrics", "provenance"):
+            for k, v in (meta.get(key) or {}).items():
+                lines.append(f"{key[:-1] if key == 'metrics' else key:<13} {k}: {v}")
+    standard = d.get("tflite_metadata")
+    if standard:
+        # What MediaPipe Tasks and Android's tools read: shown so a mismatch with the above is seen.
+        lines.append("TFLite Model Metadata (read by MediaPipe Tasks, the TFLite Task Library, Android Studio):")
+        for key in ("name", "version", "author", "license", "min_parser_version", "label_file", "mean", "std", "associated_files", "description"):
+            if standard.get(key) not in (None, "", []):
+                lines.append(f"  {key:<19}{standard[key]}")
+        if standard.get("labels"):
+            lines.append(f"  {'labels':<19}{', '.join(standard['labels'])}")
+    else:
+        lines.append("TFLite Model Metadata: none (MediaPipe Tasks will show no label names)")
     print("\n".join(lines))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import os
 import time
 import warnings
@@ -49,10 +50,16 @@ class TFLiteClassifier:
         self._check_signature()
         stored = read_metadata(model_bytes)
         self.has_metadata = stored is not None
+        # The standard TFLite metadata is parsed only when it is needed (no edgecls entry), so
+        # a one-image classify of an edgecls file pays nothing for it.
+        self._model_bytes = model_bytes
+        self.metadata_source = "edgecls" if stored is not None else "none"
+        if stored is None:
+            stored = self._metadata_from_standard()
         self.metadata = stored or self._default_metadata()
         if stored is None:
             warnings.warn(
-                f"{self.path or 'model'} has no edgecls metadata: labels are class indices and "
+                f"{self.path or 'model'} has no metadata (neither edgecls nor TFLite): labels are class indices and "
                 "inputs are scaled to 0..1",
                 stacklevel=2,
             )
@@ -95,6 +102,37 @@ class TFLiteClassifier:
             mean=[0.0] * channels,
             std=[255.0] * channels,
         )
+
+    def _metadata_from_standard(self) -> ModelMetadata | None:
+        """Labels and normalisation from the standard TFLite Model Metadata (a model made by
+        MediaPipe Model Maker, a TF Hub export), read the way MediaPipe Tasks reads them."""
+        standard = self.standard_metadata
+        if standard is None:
+            return None
+        meta = self._default_metadata()
+        meta.name, meta.provenance = standard.name, {"metadata": "TFLite Model Metadata", "author": standard.author}
+        if standard.labels:
+            meta.labels = list(standard.labels)
+        dtype, (scale, zero_point) = self.input_details["dtype"], self.input_details["quantization"]
+        if dtype == np.uint8 and scale:
+            # A uint8 image input is the pixel itself for MediaPipe and the Task Library, whatever
+            # the normalisation says (it describes the float model the file was quantized from).
+            meta.mean, meta.std = [float(zero_point)] * meta.channels, [1.0 / float(scale)] * meta.channels
+        elif standard.mean and standard.std:
+            meta.mean, meta.std = list(standard.mean), list(standard.std)
+        try:
+            meta.check()
+        except ValueError as exc:
+            raise EdgeclsError(f"the model's TFLite metadata is unusable ({exc})") from None
+        self.metadata_source = "tflite"
+        return meta
+
+    @functools.cached_property
+    def standard_metadata(self):
+        """The standard TFLite Model Metadata (a StandardMetadata), or None."""
+        from edgecls.edge_runtime.metadata import read_standard_metadata
+
+        return read_standard_metadata(self._model_bytes)
 
     def _validate_metadata(self) -> None:
         meta = self.metadata
@@ -244,6 +282,8 @@ class TFLiteClassifier:
             "file_size_bytes": self.file_size,
             "interpreter": self.interpreter_package,
             "has_metadata": self.has_metadata,
+            "metadata_source": self.metadata_source,
+            "tflite_metadata": self.standard_metadata.to_dict() if self.standard_metadata else None,
             "input": tensor(self.input_details),
             "output": tensor(self.output_details),
             "metadata": self.metadata.__dict__ | {"input_size": list(self.metadata.input_size)},

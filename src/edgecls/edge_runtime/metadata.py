@@ -1,9 +1,10 @@
 """Labels, input size, normalisation and provenance, stored inside the `.tflite` file itself.
 
 TFLite models have a `metadata` list in their flatbuffer (name -> buffer). edgecls stores one
-JSON document there under METADATA_NAME, so a device needs only the model file. Reading uses
-the small `flatbuffers` runtime directly (no TensorFlow, no generated schema), so it works
-with any interpreter package; writing uses the TFLite schema's object API.
+JSON document there under METADATA_NAME, so a device needs only the model file, and writes the
+standard TFLite Model Metadata beside it (standard_metadata.py) for MediaPipe Tasks and Android.
+Reading uses the small `flatbuffers` runtime directly (no TensorFlow), so it works with any
+interpreter package; writing uses the TFLite schema's object API.
 """
 
 from __future__ import annotations
@@ -173,24 +174,50 @@ def read_metadata(model_bytes: bytes) -> ModelMetadata | None:
 
 
 def write_metadata(model_bytes: bytes, metadata: ModelMetadata) -> bytes:
-    """Return a copy of the model with `metadata` embedded (replacing any earlier edgecls entry)."""
+    """Return a copy of the model with `metadata` embedded twice over: edgecls's JSON entry, and
+    the standard TFLite Model Metadata with its label file (standard_metadata.py), so MediaPipe
+    Tasks and Android's tools read the same labels and normalisation. Earlier entries of either
+    kind, and an earlier appended label archive, are replaced."""
     import flatbuffers
     import numpy as np
 
+    from edgecls.edge_runtime.standard_metadata import STANDARD_METADATA_NAME, append_associated_files, build_standard_metadata
+
     schema = tflite_schema()
+    # Unpacking and packing again drops whatever was appended after the flatbuffer (an earlier
+    # label archive), so the archive written below is the only one.
     model = schema.ModelT.InitFromPackedBuf(bytearray(model_bytes), 0)
-    payload = np.frombuffer(metadata.to_json().encode("utf-8"), dtype=np.uint8)
-    model.metadata = [m for m in (model.metadata or []) if _name(m.name) != METADATA_NAME]
-    buffer = schema.BufferT()
-    buffer.data = payload
-    model.buffers = list(model.buffers or []) + [buffer]
-    entry = schema.MetadataT()
-    entry.name = METADATA_NAME
-    entry.buffer = len(model.buffers) - 1
-    model.metadata.append(entry)
-    builder = flatbuffers.Builder(len(model_bytes) + len(payload) + 1024)
+    subgraph = model.subgraphs[0]
+    standard, files = build_standard_metadata(
+        metadata, subgraph.tensors[subgraph.inputs[0]].type, subgraph.tensors[subgraph.outputs[0]].type
+    )
+    entries = {METADATA_NAME: metadata.to_json().encode("utf-8"), STANDARD_METADATA_NAME: standard}
+    model.metadata = [m for m in (model.metadata or []) if _name(m.name) not in entries]
+    model.buffers = list(model.buffers or [])
+    for name, payload in entries.items():
+        buffer = schema.BufferT()
+        buffer.data = np.frombuffer(payload, dtype=np.uint8)
+        model.buffers.append(buffer)
+        entry = schema.MetadataT()
+        entry.name = name
+        entry.buffer = len(model.buffers) - 1
+        model.metadata.append(entry)
+    builder = flatbuffers.Builder(len(model_bytes) + sum(map(len, entries.values())) + 1024)
     builder.Finish(model.Pack(builder), file_identifier=TFLITE_IDENTIFIER)
-    return bytes(builder.Output())
+    return append_associated_files(bytes(builder.Output()), files)
+
+
+def read_standard_metadata(model_bytes: bytes):
+    """The standard TFLite Model Metadata of a model (a StandardMetadata), or None without it."""
+    from edgecls.edge_runtime.standard_metadata import STANDARD_METADATA_NAME, read_standard_metadata as parse
+
+    raw = read_metadata_entries(model_bytes).get(STANDARD_METADATA_NAME)
+    if raw is None:
+        return None
+    try:
+        return parse(raw, model_bytes)
+    except ValueError as exc:
+        raise EdgeclsError(f"model metadata '{STANDARD_METADATA_NAME}' is unreadable ({exc})") from None
 
 
 def _name(value: str | bytes | None) -> str:
