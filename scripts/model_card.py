@@ -10,6 +10,7 @@ build_builtin_models.sh runs), and writes src/edgecls/models/NAME.md. Nothing is
 from __future__ import annotations
 
 import json
+import shutil
 import sys
 from pathlib import Path
 
@@ -74,6 +75,7 @@ def card(run: Path, name: str, dataset_key: str) -> str:
     parity = _load(run / "convert" / "parity.json")
     # `edgecls evaluate` keys its metrics by split name: {"val": {...}} in model_int8-val/metrics.json.
     int8 = {split: _load(run / "evaluate" / f"model_int8-{split}" / "metrics.json")[split] for split in ("val", "test")}
+    tta = {split: _load(run / "evaluate" / f"model_int8-{split}-tta" / "metrics.json")[split] for split in ("val", "test")}
     qat = next(row for row in parity["rows"] if row["name"] == "qat")
     options = config.get("options", {})
     lines = [
@@ -115,6 +117,8 @@ def card(run: Path, name: str, dataset_key: str) -> str:
         "",
         *per_class_table(int8["val"]),
         "",
+        *clinical_section(name, qat, int8, tta),
+        "",
         "## Known limits",
         *[f"- {text}" for text in info["limits"]],
         "",
@@ -124,6 +128,42 @@ def card(run: Path, name: str, dataset_key: str) -> str:
         "",
     ]
     return "\n".join(lines)
+
+
+def clinical_section(name: str, qat: dict, int8: dict, tta: dict) -> list[str]:
+    """Calibration, the malignant-vs-benign operating point, abstention and flip-averaging, all
+    from the int8 file as the device runs it (its temperature and threshold applied)."""
+    calibration = qat.get("calibration") or {}
+    test = int8["test"]
+    lines = [
+        "## Probabilities you can act on (int8 file, test split unless said)",
+        "",
+        f"- Calibration: temperature {calibration.get('temperature', 1.0):.3f}, fitted on the validation split to "
+        f"this int8 file's own outputs and applied by the device. Expected calibration error (10 bins) "
+        f"{calibration.get('ece_before', float('nan')):.3f} before, **{test['calibration']['ece']:.3f}** after. "
+        f"Reliability diagram: `{name}.reliability.png`.",
+    ]
+    point = (int8["val"].get("groups") or {})
+    for group, rates in (test.get("groups") or {}).items():
+        lines.append(
+            f"- {group.capitalize()} ({', '.join(rates['members'])}) vs the rest: ROC AUC {rates.get('auc', float('nan')):.3f}. "
+            f"At the shipped threshold {rates['threshold']:.3f} (chosen on validation for "
+            f"{100 * calibration.get('operating_point', {}).get('target_sensitivity', 0.9):.0f}% sensitivity; "
+            f"validation gave {_pct(point.get(group, {}).get('sensitivity'))} / {_pct(point.get(group, {}).get('specificity'))}): "
+            f"**sensitivity {_pct(rates['sensitivity'])}, specificity {_pct(rates['specificity'])}** "
+            f"({rates['positives']} {group} and {rates['negatives']} other images). "
+            f"`edgecls classify` reports `{group}_probability` and `flag` for each image."
+        )
+    lines += ["", "Abstention (`classify --min-confidence P`): share of test images answered and their accuracy.", "",
+              "| P | answered | accuracy |", "|---|---|---|"]  # fmt: skip
+    for row in test["coverage"]:
+        lines.append(f"| {row['min_confidence']:.1f} | {_pct(row['coverage'])} | {_pct(row['accuracy'])} |")
+    lines += ["", "Flip-averaging (`classify --tta`, 4 invokes per image):", "",
+              "| split | accuracy | balanced accuracy | macro ROC AUC |", "|---|---|---|---|"]  # fmt: skip
+    for split in ("val", "test"):
+        for label, m in (("one pass", int8[split]), ("--tta", tta[split])):
+            lines.append(f"| {split}, {label} | {_pct(m['accuracy'])} | {_pct(m['balanced_accuracy'])} | {m['macro_auc']:.3f} |")
+    return lines
 
 
 def stamp_licence(model_path: Path, key: str) -> None:
@@ -148,5 +188,6 @@ if __name__ == "__main__":
     run_dir, model_name, key = Path(sys.argv[1]), sys.argv[2], sys.argv[3]
     models = Path(__file__).resolve().parents[1] / "src" / "edgecls" / "models"
     (models / f"{model_name}.md").write_text(card(run_dir, model_name, key), encoding="utf-8")
+    shutil.copyfile(run_dir / "evaluate" / "model_int8-test" / "plots" / "reliability_test.png", models / f"{model_name}.reliability.png")
     stamp_licence(models / f"{model_name}.tflite", key)
     print(f"wrote {models / model_name}.md and stamped {model_name}.tflite")

@@ -110,7 +110,8 @@ def every_mode(patterns, trained, tmp_path_factory):
 
     _, dataset, split = patterns
     output = tmp_path_factory.mktemp("convert")
-    options = ConvertOptions(modes=MODES, qat_epochs=2, calibration_size=64, max_drop=100.0, command="pytest")
+    options = ConvertOptions(modes=MODES, qat_epochs=2, calibration_size=64, max_drop=100.0, command="pytest",
+                             groups={"striped": ["horizontal", "vertical", "diagonal"]}, target_sensitivity=0.8)  # fmt: skip
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         report = convert_model(trained, dataset, split, options, output, source="pattern_cnn (pytest)")
@@ -167,7 +168,7 @@ def test_qat_is_not_worse_than_post_training_int8(every_mode):
     assert qat.details["qat_val_best"] >= qat.details["qat_val_before"]
 
 
-def test_full_integer_files_are_integer_only_with_pixel_minus_128_inputs(every_mode):
+def test_full_integer_files_are_integer_only_with_the_pixel_as_uint8_input(every_mode):
     from edgecls.convert.verify import check_ops
 
     report, output, _ = every_mode
@@ -177,9 +178,13 @@ def test_full_integer_files_are_integer_only_with_pixel_minus_128_inputs(every_m
         assert row.integer_only and check.integer_only and not check.float_ops, check.float_ops
         assert "CONV_2D" in check.op_counts and "FULLY_CONNECTED" in check.op_counts
         assert row.gate == "passed"
-        tensor = TFLiteClassifier(output / row.file).describe()["input"]
-        assert tensor["dtype"] == "int8" and tensor["quantization"]["zero_point"] == -128
+        # The default I/O is uint8 (MediaPipe Tasks and Android refuse int8): the input is the
+        # pixel itself, and one QUANTIZE op hands the int8 kernels pixel - 128.
+        described = TFLiteClassifier(output / row.file).describe()
+        tensor = described["input"]
+        assert tensor["dtype"] == "uint8" and tensor["quantization"]["zero_point"] == 0
         assert tensor["quantization"]["scale"] == pytest.approx(1 / 255, rel=1e-6)
+        assert described["output"]["dtype"] == "uint8" and check.op_counts["QUANTIZE"] == 2
     # Float files are not full-integer and are not gated.
     assert report.row("float32").integer_only is None and report.row("dynamic").gate is None
 
@@ -198,6 +203,60 @@ def test_every_file_carries_its_metadata(every_mode, patterns):
         assert meta.metrics["float_keras_accuracy"] == pytest.approx(report.reference.accuracy, abs=1e-6)
         assert meta.provenance["command"] == "pytest" and meta.provenance["conversion_mode"] == mode
         assert meta.provenance["parity_gate"] == ("passed" if mode in ("ptq-int8", "qat") else "not gated")
+
+
+def test_every_file_loads_in_mediapipe_tasks_with_labels_and_classifies_like_edgecls(every_mode):
+    """MediaPipe Tasks (what Android, iOS, web and Raspberry Pi apps use) reads the standard
+    TFLite metadata each file carries: label names, and the normalisation of float inputs."""
+    from conftest import SHARED_DATA
+    from mediapipe_tasks import compare_with_mediapipe, require_mediapipe
+
+    require_mediapipe()
+    report, output, _ = every_mode
+    # Real photographs where they are here (the agreement of two runtimes needs no labels);
+    # the generated test images otherwise.
+    real = sorted((SHARED_DATA / "ham10000").rglob("*.jpg"))[:300]
+    rng = np.random.default_rng(1)
+    images = np.stack(
+        [load_image(f, (SIZE, SIZE)) for f in real] if real else [pattern_image(PATTERNS[i % 4], rng) for i in range(300)]
+    )
+    for mode in MODES:
+        result = compare_with_mediapipe(output / report.row(mode).file, images)
+        assert result.label_names <= set(report.labels) and result.label_names, (mode, result.label_names)
+        assert result.rate >= 0.995, f"{mode}: MediaPipe agrees on {result.same_top1} + {result.ties} ties of {result.images}"
+
+
+def test_every_file_is_calibrated_on_validation_with_the_groups_operating_point(every_mode, patterns):
+    """Temperature and threshold are fitted on the validation split to each file's own outputs,
+    stored in its metadata, and measured on the test split; the device applies them."""
+    from edgecls.clinical_metrics import binary_rates
+
+    report, output, _ = every_mode
+    root, dataset, split = patterns
+    val = dataset.items[(split == "val").to_numpy()]
+    for mode in MODES:
+        row = report.row(mode)
+        c = row.calibration
+        meta = read_metadata((output / row.file).read_bytes())
+        assert meta.temperature == c["temperature"] and 0.05 <= c["temperature"] <= 20
+        assert meta.groups == {"striped": ["horizontal", "vertical", "diagonal"]}
+        point = meta.operating_point
+        assert point["group"] == "striped" and point["target_sensitivity"] == 0.8 and point["val_sensitivity"] >= 0.8
+        assert 0 <= c["ece_after"] <= 1 and len(c["coverage"]) == 8 and c["validation_images"] == len(val)
+        # Recompute the validation sensitivity at the stored threshold through the device's path.
+        clf = TFLiteClassifier(output / row.file)
+        striped = [clf.labels.index(m) for m in meta.groups["striped"]]
+        predictions = [clf.predict(load_image(root / key, (SIZE, SIZE))) for key in val["key"]]
+        scores = np.array([p.groups["striped"] for p in predictions])
+        positive = val["label"].isin(meta.groups["striped"]).to_numpy()
+        assert binary_rates(scores, positive, point["threshold"])["sensitivity"] == pytest.approx(point["val_sensitivity"])
+        assert all(p.flag == (p.groups["striped"] >= point["threshold"]) for p in predictions)
+        raw = np.array([p.probabilities for p in predictions])
+        assert np.allclose(raw[:, striped].sum(1), scores, atol=1e-5)
+        assert (c["tta"] != {}) == (mode in ("ptq-int8", "qat"))
+    markdown = (output / "parity.md").read_text()
+    assert "## Probabilities: calibration, operating point, abstention, flip-averaging" in markdown
+    assert "Flip-averaging" in markdown
 
 
 def test_report_numbers_are_what_the_device_sees(every_mode, patterns):

@@ -4,6 +4,7 @@ its metadata, and a parity report proving them on the test split (workstation; n
 
     from edgecls.convert import ConvertOptions, convert_run
     report = convert_run("runs/ham", ConvertOptions(modes=("float32", "qat", "ptq-int8")))
+    report = convert_model_file("m.keras", "data/", ConvertOptions(input_range="0-1"))  # .keras, .h5, SavedModel
 
 Importing this package stays cheap (the CLI does it at start-up): the converting functions,
 which need TensorFlow, load on first use.
@@ -18,6 +19,8 @@ _LAZY = {
     "convert_model": "edgecls.convert.conversion",
     "convert_model_file": "edgecls.convert.conversion",
     "read_labels": "edgecls.convert.conversion",
+    "load_user_model": "edgecls.convert.keras_import",
+    "ImportedModel": "edgecls.convert.keras_import",
     "ParityReport": "edgecls.convert.parity",
     "ParityRow": "edgecls.convert.parity",
     "check_ops": "edgecls.convert.verify",

@@ -1,4 +1,4 @@
-"""`edgecls convert`: a run folder (or a .keras file with --data) -> TFLite files + parity report.
+"""`edgecls convert`: a run folder (or a model file with --data) -> TFLite files + parity report.
 
 No TensorFlow at import: the CLI imports this module to register the command.
 """
@@ -28,26 +28,36 @@ _MODES_HELP = "; ".join(f"{mode}: {text}" for mode, text in MODE_HELP.items())
 def convert(
     source: Path = typer.Argument(
         ...,
-        help="A run folder from `edgecls train` (uses its dataset and split.csv), or a .keras model file (needs --data).",
+        help="A run folder from `edgecls train` (uses its dataset and split.csv), or a model file (needs --data): "
+        "a Keras 3 or tf_keras .keras, an .h5, or a SavedModel folder.",
         show_default=False,
     ),
     data: Optional[Path] = typer.Option(
-        None, "--data", "-d", help="Dataset for a .keras file (split afresh); for a run folder, where its dataset is now."
+        None, "--data", "-d", help="Dataset for a model file (split afresh); for a run folder, where its dataset is now."
     ),
     labels: Optional[Path] = typer.Option(
-        None, "--labels", help="A .keras file's labels in output order: labels.json or one per line (default: the dataset's sorted classes)."
+        None, "--labels", help="A model file's labels in output order: labels.json or one per line (default: the dataset's sorted classes)."
+    ),
+    input_range: Optional[str] = typer.Option(
+        None,
+        "--input-range",
+        help="What a model file's input takes: 0-1 (pixel/255), 0-255 (raw pixels) or -1-1 (MobileNet's preprocess_input). "
+        "Default: raw pixels when the model starts with a Rescaling or Normalization layer, else 0-1, with a warning.",
+        show_default=False,
     ),
     data_format: str = typer.Option("auto", "--format", help="Dataset layout for --data: auto, ham10000, folders or hmnist."),
     split: Optional[Path] = typer.Option(
-        None, "--split", help="For a .keras file: the split.csv it was trained with, so parity runs on images it never saw (default: a fresh split)."
+        None, "--split", help="For a model file: the split.csv it was trained with, so parity runs on images it never saw (default: a fresh split)."
     ),
     output: Optional[Path] = typer.Option(
-        None, "--output", "-o", help="Folder for the .tflite files and parity.json/.md (default: RUN/convert, or MODEL_convert/ beside a .keras file)."
+        None, "--output", "-o", help="Folder for the .tflite files and parity.json/.md (default: RUN/convert, or MODEL_convert/ beside a model file)."
     ),
     mode: Optional[List[str]] = typer.Option(
         None, "--mode", "-m", help=f"Repeatable or comma-separated (default: {','.join(DEFAULT_MODES)}). {_MODES_HELP}.", show_default=False
     ),
-    io: IoType = typer.Option(IoType.int8, "--io", help="Input/output type of full-integer models (uint8 input = the pixel itself)."),
+    io: IoType = typer.Option(
+        IoType.uint8, "--io", help="Input/output type of full-integer models: uint8 (the pixel itself; what MediaPipe Tasks and Android load) or int8 (pixel - 128)."
+    ),
     qat_epochs: int = typer.Option(2, "--qat-epochs", min=1, help="Quantization-aware fine-tuning epochs on the training split."),
     qat_lr: float = typer.Option(1e-4, "--qat-lr", help="Learning rate of QAT fine-tuning (low: it nudges, not retrains)."),
     qat_batch_size: int = typer.Option(32, "--qat-batch-size", min=1, help="Batch size of QAT fine-tuning."),
@@ -56,9 +66,15 @@ def convert(
         1.0, "--max-drop", help="Parity gate: most accuracy points a full-integer file may lose against the float Keras model; exit 3 beyond."
     ),
     threads: Optional[int] = typer.Option(None, "--threads", "-t", min=1, help="Interpreter threads for parity and latency (default: min(4, cores))."),
-    seed: int = typer.Option(1234, "--seed", help="Seed for the split of a .keras file, calibration sampling and QAT."),
+    seed: int = typer.Option(1234, "--seed", help="Seed for the split of a model file, calibration sampling and QAT."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress lines; the report table and verdict only."),
     force: bool = typer.Option(False, "--force", help="Replace an earlier conversion in the output folder."),
+    group: Optional[str] = typer.Option(
+        None, "--group", help="A class group reported as one, e.g. malignant=mel,bcc,akiec (default: the dataset's malignant classes, when edgecls knows them)."
+    ),
+    target_sensitivity: float = typer.Option(
+        0.90, "--target-sensitivity", help="The group's operating point: the highest threshold that flags this share of its validation images."
+    ),
 ) -> None:
     """Convert a trained model to float32 and int8 TFLite (or other --mode), embed labels and metadata,
     and prove every file on the test split. Exit 0: done, gate passed; 2: error; 3: an int8 file fell
@@ -80,10 +96,16 @@ def convert(
         command=_command_line(),
         verbose=not quiet,
         force=force,
+        input_range=input_range,
+        groups=_parse_group(group) if group else None,
+        target_sensitivity=target_sensitivity,
     )
-    if source.is_dir():
-        if labels is not None or split is not None:
-            raise EdgeclsError("--labels and --split are for a .keras file; a run folder has its own labels.json and split.csv")
+    if source.is_dir() and not _is_saved_model(source, data):
+        if labels is not None or split is not None or input_range is not None:
+            raise EdgeclsError(
+                "--labels, --split and --input-range are for a model file; a run folder has its own labels.json and split.csv, "
+                "and its model takes pixel / 255"
+            )
         with quiet_native_stderr():
             report = convert_run(source, options, output, data_override=data)
     elif not source.exists():
@@ -103,8 +125,25 @@ def convert(
         raise EdgeclsError(report.verdict, EXIT_GATE)
 
 
+def _is_saved_model(folder: Path, data: Optional[Path]) -> bool:
+    """A folder is a SavedModel when it has saved_model.pb; with --data and no run files, it is
+    taken for one too (and refused for lacking saved_model.pb, in one line)."""
+    if (folder / "saved_model.pb").is_file():
+        return True
+    return data is not None and not (folder / "config.json").is_file() and not (folder / "model.keras").is_file()
+
+
 def _command_line() -> str:
     # The command as typed, for each file's provenance; the CLI runner in tests has no argv of ours.
     argv = sys.argv[1:] if sys.argv and Path(sys.argv[0]).name in ("edgecls", "__main__.py") else []
     return "edgecls " + shlex.join(argv) if argv else "edgecls convert"
 
+
+
+def _parse_group(text: str) -> dict[str, list[str]]:
+    """NAME=LABEL,LABEL -> {NAME: [LABEL, ...]}; the labels are checked against the model's later."""
+    name, _, members = text.partition("=")
+    chosen = [m.strip() for m in members.split(",") if m.strip()]
+    if not name.strip() or not chosen:
+        raise EdgeclsError(f"--group takes NAME=LABEL,LABEL..., got {text!r}")
+    return {name.strip(): chosen}

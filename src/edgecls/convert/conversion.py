@@ -19,7 +19,7 @@ import numpy as np
 
 import edgecls
 from edgecls.convert.export import embed, model_metadata, write_model
-from edgecls.convert.keras_model import as_float32, image_input_size, load_keras_model, output_classes, outputs_probabilities
+from edgecls.convert.keras_model import as_float32, image_input_size, output_classes, outputs_probabilities
 from edgecls.convert.modes import ModeConverter, is_full_integer, notice
 from edgecls.convert.options import MODE_HELP, ConvertOptions, output_file_name
 from edgecls.convert.parity import KERAS, ParityReport, ParityRow, Predictions, apply_gate, measure, run_tflite
@@ -28,6 +28,7 @@ from edgecls.convert.samples import ConversionData
 from edgecls.convert.verify import check_ops
 from edgecls.edge_runtime.classifier import default_threads
 from edgecls.edge_runtime.interpreter import find_interpreter
+from edgecls.edge_runtime.normalization import PIXEL_UNIT, RANGES, InputNormalization
 from edgecls.errors import EdgeclsError
 
 CONVERT_DIR = "convert"
@@ -46,10 +47,14 @@ def convert_model(
     source: str = "",
     run_dir: str | None = None,
     train_options=None,
+    normalization: InputNormalization | None = None,
 ) -> ParityReport:
     """Convert `model` in every mode of `options`, measure parity on the split's test images,
     write the `.tflite` files and parity.json/.md into `output_dir`, and return the report.
 
+    `model`: a tf_keras model, a Keras 3 model, or an `ImportedModel` from `load_user_model`.
+    A Rescaling/Normalization layer at its input is folded into the input normalisation;
+    otherwise the model takes `normalization`, or `options.input_range`, or pixel / 255.
     `labels`: the model's output order (default: `dataset.labels`). `train_options`: the
     TrainOptions the model was trained with, so QAT fine-tunes with the same augmentation and
     class balancing (default: neither, as for a model trained elsewhere).
@@ -58,35 +63,43 @@ def convert_model(
     say = _progress(options.verbose)
     output_dir = Path(output_dir)
     earlier = check_output_dir(output_dir, options.force)
-    model = as_float32(model)
+    imported = _imported(model, options, normalization)
+    model = as_float32(imported.model)
     image_size = image_input_size(model)
     labels = list(labels if labels is not None else dataset.labels)
     if len(labels) != output_classes(model):
         raise EdgeclsError(f"the model outputs {output_classes(model)} classes but there are {len(labels)} labels ({', '.join(labels[:8])})")
     say(f"dataset: {dataset.summary()}")  # what was read and what was skipped, as train and evaluate say it
-    data = ConversionData(dataset, split, labels, image_size)
+    data = ConversionData(dataset, split, labels, image_size, imported.normalization)
     test = data.test()
 
-    say(f"float Keras model: {len(test)} test images")
+    say(f"float Keras model: {len(test)} test images, input {imported.normalization.describe()}")
     from edgecls.train.evaluate import keras_predictor
 
-    reference = keras_predictor(model)(test.images)
+    reference = keras_predictor(model, normalization=imported.normalization)(test.images)
     output_kind = "probabilities"
     if not outputs_probabilities(reference):
         # DESIGN.md wants softmax outputs; logits still convert, and the runtime softmaxes them.
         output_kind = "logits"
         reference = _softmax(reference)
     report = _new_report(model, dataset, labels, image_size, test, options, output_dir, name, source, run_dir)
+    report.input_normalization = imported.normalization.to_dict()
+    report.notes.extend(imported.notes)
+    if imported.original is not None:
+        report.notes.append(_cross_check(imported, test.images, reference, output_kind))
+    if imported.range_source in ("detected", "assumed"):
+        _check_input_range(imported, data, model, report, say)
     if output_kind == "logits":
         report.notes.append("the model outputs logits, not probabilities; metadata tells the runtime to apply softmax")
     report.rows.append(measure(ParityRow(KERAS, "float Keras model (the reference)"), test.labels, labels, Predictions(reference), None))
 
-    converter = ModeConverter(model, data, options, train_options, say)
+    val, groups = _calibration_data(data, labels, options, report)
+    converter = ModeConverter(model, data, options, train_options, say, qat_unavailable=imported.qat_unavailable)
     produced: dict[str, bytes] = {}
     for mode in options.modes:
         row = ParityRow(mode, MODE_HELP[mode], file=output_file_name(mode, options.modes))
         report.rows.append(row)
-        model_bytes = _convert_and_measure(converter, row, report, test, reference, output_kind, say)
+        model_bytes = _convert_and_measure(converter, row, report, test, reference, output_kind, say, val, groups)
         if model_bytes is not None:
             produced[mode] = model_bytes
 
@@ -103,7 +116,7 @@ def convert_model(
 
 
 def _convert_and_measure(converter: ModeConverter, row: ParityRow, report: ParityReport, test, reference: np.ndarray,
-                         output_kind: str, say) -> bytes | None:  # fmt: skip
+                         output_kind: str, say, val=None, groups: dict | None = None) -> bytes | None:  # fmt: skip
     """Convert one mode and fill its row; None (and row.error) when it cannot be converted."""
     mode, options = row.name, converter.options
     try:
@@ -128,7 +141,30 @@ def _convert_and_measure(converter: ModeConverter, row: ParityRow, report: Parit
             notice(f"{mode}: {message}")
             row.notes.append(message)
         apply_gate(row, reference_accuracy, options.max_drop)
+    if val is not None:
+        from edgecls.convert.calibrate import calibrate_file
+
+        say(f"calibration: {mode} on {len(val)} validation images")
+        row.calibration = calibrate_file(preliminary, val, test, report.labels, groups or {}, options.target_sensitivity,
+                                         options.threads, measure_tta=is_full_integer(mode)).to_dict()  # fmt: skip
     return converted.model_bytes
+
+
+def _calibration_data(data: ConversionData, labels: list[str], options: ConvertOptions, report: ParityReport):
+    """The validation images every file's temperature and operating point are fitted on, and the
+    class groups to report (options.groups, else the dataset's malignant group if known)."""
+    from edgecls.clinical_metrics import default_groups
+
+    groups = options.groups if options.groups is not None else default_groups(labels)
+    for name, members in groups.items():
+        unknown = [m for m in members if m not in labels]
+        if unknown:
+            raise EdgeclsError(f"--group {name}: {', '.join(unknown)} not among the model's labels ({', '.join(labels)})")
+    val = data.load("val")
+    if not len(val):
+        report.notes.append("no validation split: the files are not calibrated and have no operating point")
+        return None, groups
+    return val, groups
 
 
 def check_output_dir(output_dir: Path, force: bool) -> list[Path]:
@@ -152,7 +188,7 @@ def convert_run(run_dir: str | Path, options: ConvertOptions | None = None, outp
         if not (run_dir / needed).is_file():
             raise EdgeclsError(
                 f"{run_dir}: no {needed} ({why}); is this a finished run folder from `edgecls train`? "
-                "To convert a model file on its own, pass the .keras file with --data"
+                "To convert a model file on its own (.keras, .h5, SavedModel folder), pass it with --data"
             )
     check_output_dir(Path(output_dir) if output_dir is not None else run_dir / CONVERT_DIR, options.force if options else False)
     run = load_run(run_dir, None if data_override is None else str(data_override))
@@ -170,23 +206,28 @@ def convert_run(run_dir: str | Path, options: ConvertOptions | None = None, outp
         source=str(run.model_path),
         run_dir=str(run_dir),
         train_options=run.options,
+        normalization=PIXEL_UNIT.with_source("edgecls train convention: pixel / 255"),
     )
 
 
 def convert_model_file(model_path: str | Path, data: str | Path, options: ConvertOptions | None = None,
                        output_dir: str | Path | None = None, labels: Sequence[str] | None = None,
                        data_format: str = "auto", split_path: str | Path | None = None) -> ParityReport:  # fmt: skip
-    """Convert a `.keras` file on `split_path` (the split.csv it was trained with), or on a split
+    """Convert a model file — a Keras 3 or tf_keras `.keras`, an `.h5`, or a SavedModel folder
+    (`load_user_model`) — on `split_path` (the split.csv it was trained with), or on a split
     made afresh by `make_split`; either is saved as split.csv beside the outputs, so the parity
     numbers can be traced to their test images."""
+    from edgecls.convert.keras_import import load_user_model
     from edgecls.train.datasets import load_dataset
     from edgecls.train.split import load_split, make_split, save_split
 
     options = options or ConvertOptions()
     model_path = Path(model_path)
-    output_dir = Path(output_dir) if output_dir is not None else model_path.parent / f"{model_path.stem}_{CONVERT_DIR}"
+    # m.keras -> m_convert/, m.h5 -> m_h5_convert/, m_savedmodel/ -> m_savedmodel_convert/
+    name = model_path.stem if model_path.suffix == ".keras" else model_path.name.replace(".", "_")
+    output_dir = Path(output_dir) if output_dir is not None else model_path.parent / f"{name}_{CONVERT_DIR}"
     check_output_dir(output_dir, options.force)  # before minutes of loading and splitting
-    model = load_keras_model(model_path)
+    model = load_user_model(model_path, options.input_range)
     dataset = load_dataset(data, data_format)
     if split_path is not None:
         split = load_split(split_path, dataset)
@@ -239,6 +280,66 @@ def _new_report(model, dataset, labels, image_size, test, options, output_dir, n
         threads=options.threads or default_threads(),
         options=options.to_dict(),
     )
+
+
+def _imported(model, options: ConvertOptions, normalization: InputNormalization | None):
+    """An ImportedModel for whatever `convert_model` was given."""
+    from edgecls.convert.keras_import import ImportedModel, import_keras_model
+    from edgecls.train.tf_env import import_tf
+
+    if isinstance(model, ImportedModel):
+        return model
+    if normalization is not None:  # the caller knows (a run folder's model: pixel / 255)
+        return ImportedModel(model, normalization, model.name, outside=normalization)
+    _, keras = import_tf()
+    # An in-memory tf_keras model without input layers keeps the DESIGN.md convention quietly.
+    return import_keras_model(model, options.input_range, convention=isinstance(model, keras.Model))
+
+
+def _cross_check(imported, images: np.ndarray, reference: np.ndarray, output_kind: str) -> str:
+    """The rebuilt tf_keras model against the Keras 3 original, on the test images."""
+    original = np.asarray(imported.original.predict(imported.outside.apply(images), verbose=0), np.float64)
+    if output_kind == "logits":
+        original = _softmax(original)
+    difference = float(np.max(np.abs(original - reference))) if len(images) else 0.0
+    agreement = float(np.mean(original.argmax(1) == reference.argmax(1))) if len(images) else 1.0
+    return (
+        f"rebuilt tf_keras model vs the original Keras 3 model on the {len(images)} test images: "
+        f"max |probability difference| {difference:.1g}, top-1 agreement {100 * agreement:.1f}%"
+    )
+
+
+PROBE_IMAGES = 128
+PROBE_MARGIN = 0.10  # accuracy (fraction) another input range must beat the chosen one by
+
+
+def _check_input_range(imported, data: ConversionData, model, report: ParityReport, say) -> None:
+    """Measure the float model on labelled validation images fed each input range: the one
+    detected or assumed should be (about) the best; warn, naming --input-range, when not."""
+    from edgecls.convert.samples import class_balanced_sample
+    from edgecls.train.evaluate import keras_predictor
+
+    part = "val" if len(data.items("val")) else "train"
+    items = data.items(part)
+    sample = data.load(part, class_balanced_sample(data.model_labels(items), PROBE_IMAGES, 0))
+    if len(sample) < 8:
+        return
+    accuracy = {}
+    for name in RANGES:
+        predict = keras_predictor(model, normalization=imported.normalization_for(name))
+        accuracy[name] = float(np.mean(predict(sample.images).argmax(axis=1) == sample.labels))
+    chosen = imported.outside.range
+    say("input range check: " + ", ".join(f"{name} {100 * acc:.0f}%" for name, acc in accuracy.items()))
+    measured = ", ".join(f"{name}: {100 * acc:.1f}%" for name, acc in accuracy.items())
+    report.notes.append(f"float accuracy on {len(sample)} {part} images by input range (original model's input): {measured}; used {chosen}")
+    best = max(accuracy, key=accuracy.get)
+    if chosen in accuracy and accuracy[best] >= accuracy[chosen] + PROBE_MARGIN:
+        message = (
+            f"the float model is {100 * accuracy[chosen]:.0f}% accurate on {len(sample)} {part} images fed {chosen} "
+            f"({imported.range_source}) but {100 * accuracy[best]:.0f}% fed {best}: pass --input-range {best} if that is how it was trained"
+        )
+        notice(message)
+        report.notes.append(message)
 
 
 def _softmax(scores: np.ndarray) -> np.ndarray:

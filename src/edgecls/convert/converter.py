@@ -10,13 +10,16 @@ import warnings
 import numpy as np
 
 from edgecls.convert.options import DYNAMIC, FLOAT16, FLOAT32, FULL_INTEGER_MODES
+from edgecls.edge_runtime.normalization import PIXEL_UNIT, InputNormalization
 from edgecls.errors import EdgeclsError
 from edgecls.train.tf_env import import_tf
 
 
-def convert_to_tflite(model, mode: str, io_type: str = "int8", calibration: np.ndarray | None = None) -> bytes:
+def convert_to_tflite(model, mode: str, io_type: str = "uint8", calibration: np.ndarray | None = None,
+                      normalization: InputNormalization = PIXEL_UNIT) -> bytes:  # fmt: skip
     """Convert with the settings of `mode`. Full-integer modes need `calibration`: uint8
-    images (N, H, W, 3) that set the activation ranges (for QAT models, those it did not learn)."""
+    images (N, H, W, 3) that set the activation ranges (for QAT models, those it did not learn),
+    fed to the model as `normalization` says."""
     tf, _ = import_tf()
     with _quiet_converter():
         converter = _fixed_batch_converter(tf, model)
@@ -29,7 +32,7 @@ def convert_to_tflite(model, mode: str, io_type: str = "int8", calibration: np.n
         if calibration is None or not len(calibration):
             raise EdgeclsError(f"{mode}: full-integer conversion needs calibration images")
         converter.optimizations = [tf.lite.Optimize.DEFAULT]
-        converter.representative_dataset = _representative_dataset(calibration)
+        converter.representative_dataset = _representative_dataset(calibration, normalization)
         # Integer kernels only: the converter errors (rather than falls back to float) where
         # an op has no int8 kernel at all; verify.check_ops catches the float islands it keeps.
         converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
@@ -71,10 +74,10 @@ def _has_recurrent_layers(model) -> bool:
     return any(isinstance(layer, recurrent) for layer in all_layers(model))
 
 
-def _representative_dataset(images: np.ndarray):
+def _representative_dataset(images: np.ndarray, normalization: InputNormalization):
     def generate():
         for image in images:
-            yield [image[None].astype(np.float32) / np.float32(255.0)]
+            yield [normalization.apply(image[None])]
 
     return generate
 

@@ -7,11 +7,13 @@ from pathlib import Path
 
 from edgecls.convert.parity import ParityReport, ParityRow
 from edgecls.edge_runtime.metadata import ModelMetadata, write_metadata
+from edgecls.edge_runtime.normalization import PIXEL_UNIT
 from edgecls.io import write_bytes_atomic
 
 # DESIGN.md model conventions: float input is pixel / 255, output softmax probabilities.
-MEAN = [0.0, 0.0, 0.0]
-STD = [255.0, 255.0, 255.0]
+# A model from elsewhere records its own normalisation (report.input_normalization).
+MEAN = list(PIXEL_UNIT.mean)
+STD = list(PIXEL_UNIT.std)
 
 
 def model_metadata(report: ParityReport, row: ParityRow, output: str = "probabilities") -> ModelMetadata:
@@ -20,8 +22,8 @@ def model_metadata(report: ParityReport, row: ParityRow, output: str = "probabil
         labels=list(report.labels),
         input_size=tuple(report.image_size),
         channels=3,
-        mean=list(MEAN),
-        std=list(STD),
+        mean=list(report.input_normalization.get("mean", MEAN)),
+        std=list(report.input_normalization.get("std", STD)),
         output=output,
         name=report.model,
         dataset=report.dataset,
@@ -30,6 +32,9 @@ def model_metadata(report: ParityReport, row: ParityRow, output: str = "probabil
         edgecls_version=report.edgecls_version,
         metrics=_metrics(report, row),
         provenance=_provenance(report, row),
+        temperature=row.calibration.get("temperature", 1.0),
+        groups=row.calibration.get("groups", {}),
+        operating_point=row.calibration.get("operating_point", {}),
     )
 
 
@@ -60,9 +65,15 @@ def _provenance(report: ParityReport, row: ParityRow) -> dict:
         "parity_gate": row.gate or "not gated",
         "max_drop_points": report.max_drop if row.gate else None,
         "integer_only": row.integer_only,
+        "input_normalization": _normalization_source(report),
     }
     provenance.update({key: value for key, value in row.details.items() if key != "quantization"})
     return {key: value for key, value in provenance.items() if value not in (None, "", [], {})}
+
+
+def _normalization_source(report: ParityReport) -> str | None:
+    norm = report.input_normalization
+    return f"{norm.get('description')}: {norm.get('source')}" if norm.get("source") else None
 
 
 def _rounded(value):

@@ -1,27 +1,12 @@
-"""The Keras side of a conversion: load a `.keras` file, check it follows the model
-conventions (DESIGN.md), and make a float32 copy when it was trained under mixed precision."""
+"""The Keras side of a conversion: check a model follows the conventions (DESIGN.md), and make
+a float32 copy when it was trained under mixed precision. Loading users' files: keras_import.py."""
 
 from __future__ import annotations
-
-import zipfile
-from pathlib import Path
 
 import numpy as np
 
 from edgecls.errors import EdgeclsError
 from edgecls.train.tf_env import import_tf
-
-
-def load_keras_model(path: str | Path):
-    """Load a `.keras` file (safe mode, uncompiled), refusing anything else with a clear line."""
-    from edgecls.train.run import load_keras_model as load_saved_model
-
-    path = Path(path)
-    if not path.exists():
-        raise EdgeclsError(f"{path}: no such run folder or model file")
-    if path.suffix != ".keras" or not zipfile.is_zipfile(path):
-        raise EdgeclsError(f"{path}: not a Keras model file (expected a run folder or a .keras file)")
-    return load_saved_model(path)
 
 
 def image_input_size(model) -> tuple[int, int]:

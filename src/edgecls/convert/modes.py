@@ -44,12 +44,16 @@ def notice(message: str) -> None:
 class ModeConverter:
     """Converts one float Keras model in each requested mode, sharing the expensive parts."""
 
-    def __init__(self, model, data: ConversionData, options: ConvertOptions, train_options=None, say: Callable[[str], None] = lambda _: None):
+    def __init__(self, model, data: ConversionData, options: ConvertOptions, train_options=None, say: Callable[[str], None] = lambda _: None,
+                 qat_unavailable: str | None = None):  # fmt: skip
         self.model = model
         self.data = data
         self.options = options
         self.train_options = train_options
         self.say = say
+        # Why this model cannot be fine-tuned with tfmot at all (a graph without Keras layers,
+        # a Keras 3 model with a layer tf_keras lacks): QAT then falls back to post-training int8.
+        self.qat_unavailable = qat_unavailable
 
     def convert(self, mode: str) -> Converted:
         if mode == QAT:
@@ -83,11 +87,13 @@ class ModeConverter:
     def _ptq(self) -> Converted:
         self.say(f"converting: {PTQ_INT8}")
         model, rewritten = self.integer_model
-        model_bytes = convert_to_tflite(model, PTQ_INT8, self.options.io_type, self.calibration.images)
+        model_bytes = convert_to_tflite(model, PTQ_INT8, self.options.io_type, self.calibration.images, self.data.normalization)
         notes = [_rewrite_note(rewritten)] if rewritten else []
         return Converted(PTQ_INT8, model_bytes, {"quantization": PTQ_INT8, **self._integer_details()}, notes)
 
     def _qat(self) -> Converted:
+        if self.qat_unavailable:
+            return self._fallback(self.qat_unavailable, [])
         model, rewritten = self.integer_model
         notes = [_rewrite_note(rewritten)] if rewritten else []
         try:
@@ -102,7 +108,7 @@ class ModeConverter:
             notice(message)
             notes.append(message)
         freeze_batch_norm(qat_model)
-        if not calibrate_activation_ranges(qat_model, self.calibration.images):
+        if not calibrate_activation_ranges(qat_model, self.calibration.images, normalization=self.data.normalization):
             notes.append("QAT: activation ranges start at tfmot's [-6, 6] (could not calibrate them first)")
         train_options = self._train_options()
         batches = qat_data(self.data, train_options, self.options.qat_batch_size, self.options.seed)
@@ -128,7 +134,7 @@ class ModeConverter:
             return self._fallback(str(exc), notes)
         self.say(f"converting: {QAT}")
         try:
-            model_bytes = convert_to_tflite(qat_model, QAT, self.options.io_type, self.calibration.images)
+            model_bytes = convert_to_tflite(qat_model, QAT, self.options.io_type, self.calibration.images, self.data.normalization)
         except EdgeclsError as exc:
             return self._fallback(f"the QAT model did not convert ({exc})", notes)
         details = {

@@ -68,7 +68,11 @@ class ConvertOptions:
     """Everything one conversion needs besides the model and its data."""
 
     modes: tuple[str, ...] = DEFAULT_MODES
-    io_type: str = "int8"  # full-integer models' input and output type
+    # Full-integer models' input and output type. uint8 by default: MediaPipe Tasks, the TFLite
+    # Task Library and Android's ML model binding take uint8 or float32 only, never int8; uint8
+    # input is the pixel itself (scale 1/255, zero point 0) and the converter turns it into the
+    # int8 the kernels run on with one exact QUANTIZE op.
+    io_type: str = "uint8"
     qat_epochs: int = 2
     # Low, so fine-tuning nudges the weights towards the int8 grid rather than retraining them.
     qat_learning_rate: float = 1e-4
@@ -80,9 +84,27 @@ class ConvertOptions:
     command: str = ""  # recorded in the files' provenance
     verbose: bool = False  # progress lines on stderr
     force: bool = False  # replace an earlier conversion in the output folder
+    # What a model file's input takes when its layers do not say: "0-1" (pixel / 255), "0-255"
+    # (raw pixels) or "-1-1" (MobileNet's preprocess_input). None: detect, else assume 0-1.
+    input_range: str | None = None
+    # Class groups reported together (malignant vs benign): {"malignant": ["mel", ...]}; None:
+    # the dataset's malignant group when edgecls knows it (clinical_metrics.default_groups).
+    groups: dict[str, list[str]] | None = None
+    # The operating point: the highest group probability that still flags this share of the
+    # group's validation images.
+    target_sensitivity: float = 0.90
 
     def __post_init__(self) -> None:
         self.modes = parse_modes(self.modes)
+        if not 0 < self.target_sensitivity <= 1:
+            raise EdgeclsError(f"--target-sensitivity must be in (0, 1], got {self.target_sensitivity}")
+        if self.input_range is not None:
+            from edgecls.edge_runtime.normalization import range_name
+
+            try:
+                self.input_range = range_name(self.input_range)
+            except ValueError as exc:
+                raise EdgeclsError(f"--input-range: {exc}") from None
         self.io_type = str(self.io_type).lower()
         if self.io_type not in IO_TYPES:
             raise EdgeclsError(f"--io must be one of {', '.join(IO_TYPES)}, got {self.io_type!r}")

@@ -86,6 +86,8 @@ class ParityRow:
     error: str | None = None  # the conversion failed; no file
     notes: list[str] = field(default_factory=list)
     details: dict[str, Any] = field(default_factory=dict)  # QAT epochs, calibration, rewrites
+    # calibrate.Calibration.to_dict(): temperature, ECE before/after, operating point, coverage, TTA.
+    calibration: dict[str, Any] = field(default_factory=dict)
 
 
 def measure(row: ParityRow, y_true: np.ndarray, labels: list[str], predictions: Predictions, reference: np.ndarray | None) -> ParityRow:
@@ -127,6 +129,9 @@ class ParityReport:
     interpreter: str = ""
     threads: int | None = None
     options: dict[str, Any] = field(default_factory=dict)  # the ConvertOptions used
+    # What every file takes, as InputNormalization.to_dict(): mean, std (pixel space), range,
+    # description, source (detected from the layers, --input-range, or assumed).
+    input_normalization: dict[str, Any] = field(default_factory=dict)
     rows: list[ParityRow] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
 

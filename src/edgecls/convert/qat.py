@@ -92,7 +92,7 @@ def freeze_batch_norm(qat_model) -> int:
     return frozen
 
 
-def calibrate_activation_ranges(qat_model, images, batch_size: int = 64) -> bool:
+def calibrate_activation_ranges(qat_model, images, batch_size: int = 64, normalization=None) -> bool:
     """Start every activation range at what calibration images produce, not at tfmot's +-6.
 
     tfmot tracks activation ranges as moving averages (decay 0.999) starting from [-6, 6].
@@ -102,9 +102,13 @@ def calibrate_activation_ranges(qat_model, images, batch_size: int = 64) -> bool
     to 0 sets each range to exactly the batch's (with upstream ranges already set, as in the
     exported model); the union over batches is kept. BatchNorm statistics that the
     training-mode pass moved are put back. Returns False when tfmot's internals changed and
-    the ranges were left alone.
+    the ranges were left alone. `normalization`: how pixels become the model's input
+    (default: pixel / 255).
     """
+    from edgecls.edge_runtime.normalization import PIXEL_UNIT
+
     tf, _ = import_tf()
+    normalization = normalization or PIXEL_UNIT
     try:
         from tensorflow_model_optimization.python.core.quantization.keras import quant_ops
 
@@ -123,7 +127,7 @@ def calibrate_activation_ranges(qat_model, images, batch_size: int = 64) -> bool
     quant_ops.MovingAvgQuantize = instant_ranges
     try:
         for start in range(0, len(images), batch_size):
-            batch = tf.constant(images[start : start + batch_size], tf.float32) / 255.0
+            batch = tf.constant(normalization.apply(images[start : start + batch_size]))
             qat_model(batch, training=True)
             for v in ranges:
                 value = v.numpy()
@@ -163,7 +167,8 @@ def fine_tune(qat_model, train, validation, *, epochs: int, learning_rate: float
     """Fine-tune in place on finite batches of (float image, label), one pass per epoch.
 
     Keeps the weights (and ranges) of the epoch best on validation by `monitor`, the metric the
-    run itself was trained to (val_accuracy, val_balanced_accuracy, val_auc or val_loss),
+    run itself was trained to (any of training's: val_accuracy, val_balanced_accuracy, val_auc,
+    val_acc_balacc_mean, val_loss),
     measured with fake quantization, so close to what int8 will do. Epoch 0, the model before
     fine-tuning, is a candidate too, so fine-tuning can only help on validation. Returns
     {"epochs": [per-epoch logs, with `monitor`], "best_epoch": n, "monitor": m, "start": v, "best": v}.

@@ -7,11 +7,12 @@ from dataclasses import dataclass
 from typing import Any
 
 from edgecls.convert.samples import ConversionData
+from edgecls.edge_runtime.normalization import PIXEL_UNIT, InputNormalization
 
 
 @dataclass
 class QatData:
-    train: Any  # tf.data batches of (float32 pixel/255, label)
+    train: Any  # tf.data batches of (float32 model input, label): data.normalization of the pixels
     validation: Any | None
     class_weight: dict[int, float] | None
     train_images: int
@@ -39,7 +40,7 @@ def qat_data(data: ConversionData, train_options, batch_size: int, seed: int) ->
         batch_size=batch_size,
         num_classes=len(data.labels),
         seed=seed,
-        augment=bool(getattr(train_options, "augment", True)),
+        augment=getattr(train_options, "augment", "standard"),  # none, standard or strong (or an old bool)
         balanced=imbalance == "balanced-sampling",
     )
     validation = None
@@ -51,9 +52,23 @@ def qat_data(data: ConversionData, train_options, batch_size: int, seed: int) ->
             data.image_size,
             batch_size,
         )
+    if data.normalization != PIXEL_UNIT:
+        # The pipeline gives pixel / 255 (augmenting in 0..1); the model takes another range.
+        train = train.map(_renormalize(tf, data.normalization))
+        validation = validation.map(_renormalize(tf, data.normalization)) if validation is not None else None
     class_weight = None
     if imbalance == "class-weights":
         from edgecls.train.trainer import class_weights
 
         class_weight = class_weights(train_labels, len(data.labels), getattr(train_options, "class_weight_power", 1.0))
     return QatData(train, validation, class_weight, len(train_items), len(val_items))
+
+
+def _renormalize(tf, normalization: InputNormalization):
+    mean = tf.constant(normalization.mean, tf.float32)
+    std = tf.constant(normalization.std, tf.float32)
+
+    def convert(images, labels):
+        return (images * 255.0 - mean) / std, labels
+
+    return convert

@@ -74,6 +74,7 @@ def to_markdown(report: ParityReport) -> str:
         f"- Source: `{report.source}`" + (f" (run `{report.run_dir}`)" if report.run_dir else ""),
         f"- Dataset: {report.dataset}; test split: {report.test_images} images ({counts})",
         f"- Input: {report.image_size[0]}x{report.image_size[1]}x3; full-integer I/O: {report.io_type}",
+        f"- Input normalisation: {_normalization(report)}",
         f"- Interpreter: {report.interpreter}, {report.threads or 'default'} threads; latency is the median "
         "per image on the converting machine (to_input + invoke), not a device benchmark",
         f"- Created {report.created} by edgecls {report.edgecls_version}: `{report.command}`",
@@ -91,6 +92,7 @@ def to_markdown(report: ParityReport) -> str:
         "(nats). x f32: size relative to model_float32.tflite. gate: full-integer files must be within "
         f"{report.max_drop:g} accuracy point{'' if abs(report.max_drop) == 1 else 's'} of float Keras.",
     ]
+    lines += calibration_markdown(report)
     notes = report.notes + [f"{row.name}: {note}" for row in report.rows for note in row.notes]
     if notes:
         lines += ["", "## Notes", ""] + [f"- {note}" for note in notes]
@@ -101,6 +103,69 @@ def to_markdown(report: ParityReport) -> str:
             facts = [f"{key}: {value}" for key, value in row.details.items() if value not in (None, "") and value != row.name]
             lines.append(f"- {row.name}: " + (f"failed: {row.error}" if row.error else "; ".join(facts)))
     return "\n".join(lines) + "\n"
+
+
+def calibration_line(row: ParityRow) -> str:
+    """One terminal line: the temperature, its effect, and the operating point on test."""
+    c = row.calibration
+    line = f"calibration: {row.name} temperature {c['temperature']:.3f}, test ECE {c['ece_before']:.3f} -> {c['ece_after']:.3f}"
+    point, test = c.get("operating_point") or {}, c.get("group_test") or {}
+    if point:
+        line += (f"; {point['group']} at >= {point['threshold']:.3f}: test sensitivity {_percent(test.get('sensitivity'))}, "
+                 f"specificity {_percent(test.get('specificity'))}")  # fmt: skip
+    if c.get("tta"):
+        t = c["tta"]
+        line += f"; --tta on val: accuracy {_percent(t['accuracy'])} -> {_percent(t['tta_accuracy'])}, bal. acc. {_percent(t['balanced_accuracy'])} -> {_percent(t['tta_balanced_accuracy'])}"
+    return line
+
+
+def calibration_markdown(report: ParityReport) -> list[str]:
+    """Per file: the temperature its metadata carries and what it does to the calibration error,
+    the group's operating point (chosen on validation, measured on test), accuracy against
+    coverage, and flip-averaging's trade-off."""
+    rows = [row for row in report.rows if row.calibration]
+    if not rows:
+        return []
+    lines = ["", "## Probabilities: calibration, operating point, abstention, flip-averaging", "",
+             "Each file's temperature is fitted on the validation split to that file's own outputs and stored in "
+             "its metadata; the device applies it. ECE: expected calibration error of the top-1 probability "
+             "(10 bins), test split.", "",
+             "| file | temperature | ECE before | ECE after | group | threshold | val sens. / spec. | test sens. / spec. | group AUC |",
+             "|---|---:|---:|---:|---|---:|---:|---:|---:|"]  # fmt: skip
+    for row in rows:
+        c = row.calibration
+        point, test = c.get("operating_point") or {}, c.get("group_test") or {}
+        lines.append(
+            f"| {row.name} | {c['temperature']:.3f} | {c['ece_before']:.3f} | {c['ece_after']:.3f} | "
+            f"{point.get('group', '-')} | {_number(point.get('threshold'), 3)} | "
+            f"{_percent(point.get('val_sensitivity'))} / {_percent(point.get('val_specificity'))} | "
+            f"{_percent(test.get('sensitivity'))} / {_percent(test.get('specificity'))} | {_number(test.get('auc'), 3)} |"
+        )
+    if any((row.calibration.get("operating_point") or {}) for row in rows):
+        target = next(row.calibration["operating_point"]["target_sensitivity"] for row in rows if row.calibration.get("operating_point"))
+        lines += ["", f"threshold: the highest group probability that still flags {100 * target:.0f}% of the group's "
+                  "validation images (`--target-sensitivity`); `classify` flags images at or above it."]  # fmt: skip
+    last = rows[-1]
+    lines += ["", f"Abstention, {last.name} (test split, calibrated): with `classify --min-confidence P`, images below P "
+              "are `uncertain`.", "", "| P | answered | accuracy |", "|---:|---:|---:|"]  # fmt: skip
+    lines += [f"| {r['min_confidence']:.1f} | {_percent(r['coverage'])} | {_percent(r['accuracy'])} |" for r in last.calibration["coverage"]]
+    flipped = [row for row in rows if row.calibration.get("tta")]
+    if flipped:
+        lines += ["", "Flip-averaging (`classify --tta`: 4 invokes per image), validation split:", "",
+                  "| file | accuracy | with --tta | bal. acc. | with --tta | macro AUC | with --tta | time x |",
+                  "|---|---:|---:|---:|---:|---:|---:|---:|"]  # fmt: skip
+        for row in flipped:
+            t = row.calibration["tta"]
+            lines.append(f"| {row.name} | {_percent(t['accuracy'])} | {_percent(t['tta_accuracy'])} | "
+                         f"{_percent(t['balanced_accuracy'])} | {_percent(t['tta_balanced_accuracy'])} | "
+                         f"{_number(t['macro_auc'], 3)} | {_number(t['tta_macro_auc'], 3)} | {t['time_ratio']:.1f} |")  # fmt: skip
+    return lines
+
+
+def _normalization(report: ParityReport) -> str:
+    norm = report.input_normalization or {"description": "pixel / 255 (0..1)", "source": "edgecls convention"}
+    values = f" (mean {norm['mean']}, std {norm['std']})" if "mean" in norm else ""
+    return f"{norm.get('description')}{values}; {norm.get('source') or 'edgecls convention'}"
 
 
 def write_report(report: ParityReport, output_dir: Path) -> tuple[Path, Path]:
@@ -128,7 +193,11 @@ def print_report(report: ParityReport, console=None) -> None:
         style = "red" if row.gate == GATE_FAILED or row.error else ("bold" if row.name == KERAS else None)
         table.add_row(*(cells[i] for i in shown), style=style)
     console.print(table)
+    console.print(f"input normalisation: {_normalization(report)}", highlight=False)
     for note in report.notes + [f"{row.name}: {note}" for row in report.rows for note in row.notes]:
         console.print(f"note: {note}", highlight=False)
+    for row in report.rows:
+        if row.calibration:
+            console.print(calibration_line(row), highlight=False)
     verdict_style = "green" if report.gate_passed else "bold red"
     console.print(report.verdict, style=verdict_style, highlight=False)

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
+from edgecls.edge_runtime.normalization import PIXEL_UNIT, InputNormalization
 from edgecls.errors import EdgeclsError
 
 
@@ -31,6 +32,7 @@ class ConversionData:
     split: pd.Series  # "train" / "val" / "test", aligned with dataset.items
     labels: list[str]  # the model's output order
     image_size: tuple[int, int]
+    normalization: InputNormalization = PIXEL_UNIT  # how pixels become the model's input
 
     def __post_init__(self) -> None:
         if not self.split.index.equals(self.dataset.items.index):

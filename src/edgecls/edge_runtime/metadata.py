@@ -54,6 +54,14 @@ class ModelMetadata:
     edgecls_version: str = ""
     metrics: dict[str, Any] = field(default_factory=dict)
     provenance: dict[str, Any] = field(default_factory=dict)
+    # Applied by the device to the scores (calibration.apply_temperature), fitted on held-out data.
+    temperature: float = 1.0
+    # Named sets of labels read together, e.g. {"malignant": ["akiec", "bcc", "mel"]}: the device
+    # reports each group's probability (the sum of its members').
+    groups: dict[str, list[str]] = field(default_factory=dict)
+    # A group's decision threshold chosen on validation data: {"group": "malignant", "threshold":
+    # 0.21, "target_sensitivity": 0.9, ...}; the device flags images at or above it.
+    operating_point: dict[str, Any] = field(default_factory=dict)
 
     def to_json(self) -> str:
         doc = dataclasses.asdict(self)
@@ -94,9 +102,19 @@ class ModelMetadata:
             raise ValueError(f"std must not contain 0, got {self.std}")
         if self.output not in ("probabilities", "logits"):
             raise ValueError(f"output must be 'probabilities' or 'logits', got {self.output!r:.40}")
-        for name in ("metrics", "provenance"):
+        for name in ("metrics", "provenance", "groups", "operating_point"):
             if not isinstance(getattr(self, name), dict):
                 raise ValueError(f"{name} must be a JSON object")
+        if type(self.temperature) not in (int, float) or not (math.isfinite(self.temperature) and self.temperature > 0):
+            raise ValueError(f"temperature must be a positive number, got {self.temperature!r:.40}")
+        for group, members in self.groups.items():
+            if not isinstance(members, list) or not members or not set(members) <= set(self.labels):
+                raise ValueError(f"group {group!r:.40} must list some of the model's labels, got {members!r:.80}")
+        if self.operating_point:
+            point = self.operating_point
+            threshold = point.get("threshold")
+            if point.get("group") not in self.groups or type(threshold) not in (int, float) or not 0 <= threshold <= 1:
+                raise ValueError(f"operating_point must name a group and a threshold in [0, 1], got {point!r:.80}")
 
 
 def is_tflite(model_bytes: bytes) -> bool:

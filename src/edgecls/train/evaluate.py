@@ -43,19 +43,28 @@ class SplitResult:
         return table
 
 
-def keras_predictor(model, batch_size: int = 64) -> Predictor:
+def keras_predictor(model, batch_size: int = 64, normalization=None) -> Predictor:
+    """`normalization` (an edge_runtime InputNormalization): how pixels become the model's
+    input; default pixel / 255, the convention of edgecls's own models."""
+    from edgecls.edge_runtime.normalization import PIXEL_UNIT
+
+    normalization = normalization or PIXEL_UNIT
+
     def predict(images: np.ndarray) -> np.ndarray:
         # predict() runs layers in inference mode: BatchNorm moving statistics, no dropout.
-        x = images.astype(np.float32) / np.float32(255.0)
+        x = normalization.apply(images)
         return np.asarray(model.predict(x, batch_size=batch_size, verbose=0), dtype=np.float32)
 
     return predict
 
 
-def tflite_predictor(classifier) -> Predictor:
+def tflite_predictor(classifier, tta: bool = False) -> Predictor:
+    """The device's own path; `tta` averages over the four flips (TFLiteClassifier.predict)."""
     buffer = classifier.new_input_buffer()
 
     def predict(images: np.ndarray) -> np.ndarray:
+        if tta:
+            return np.stack([classifier.predict(image, buffer=buffer, tta=True).probabilities for image in images])
         return np.stack([classifier.scores(classifier.to_input(image, buffer)).copy() for image in images])
 
     return predict
@@ -96,6 +105,8 @@ def compute_metrics(y_true: np.ndarray, probabilities: np.ndarray, labels: Seque
     """
     from sklearn.metrics import accuracy_score, balanced_accuracy_score, classification_report, confusion_matrix
 
+    from edgecls.clinical_metrics import coverage_curve, expected_calibration_error, reliability_bins
+
     labels = list(labels)
     y_true = np.asarray(y_true, dtype=np.int64)
     probabilities = np.nan_to_num(np.asarray(probabilities, dtype=np.float64), nan=0.0)
@@ -128,15 +139,22 @@ def compute_metrics(y_true: np.ndarray, probabilities: np.ndarray, labels: Seque
         "per_class": per_class,
         "classes_absent": [label for label in labels if label not in present],
         "confusion_matrix": confusion_matrix(y_true, y_pred, labels=classes).tolist(),
+        "calibration": {
+            "ece": expected_calibration_error(probabilities, y_true),
+            "reliability": reliability_bins(probabilities, y_true),
+        },
+        "coverage": coverage_curve(probabilities, y_true),
     }
 
 
 def validation_logs(y_true: np.ndarray, probabilities: np.ndarray, labels: Sequence[str]) -> dict[str, float]:
     """The val_* values that pick a best epoch (training's checkpoint and QAT's alike), as Keras
-    logs: val_loss, val_accuracy, val_balanced_accuracy, val_auc (NaN when undefined)."""
+    logs: val_loss, val_accuracy, val_balanced_accuracy, val_auc (NaN when undefined) and
+    val_acc_balacc_mean (the mean of accuracy and balanced accuracy)."""
     m = compute_metrics(y_true, probabilities, labels)
     return {"val_loss": m["loss"], "val_accuracy": m["accuracy"], "val_balanced_accuracy": m["balanced_accuracy"],
-            "val_auc": m["macro_auc"] if m["macro_auc"] is not None else float("nan")}  # fmt: skip
+            "val_auc": m["macro_auc"] if m["macro_auc"] is not None else float("nan"),
+            "val_acc_balacc_mean": (m["accuracy"] + m["balanced_accuracy"]) / 2}  # fmt: skip
 
 
 def per_class_auc(y_true: np.ndarray, probabilities: np.ndarray) -> dict[int, float | None]:
@@ -151,13 +169,21 @@ def per_class_auc(y_true: np.ndarray, probabilities: np.ndarray) -> dict[int, fl
 
 
 def evaluate_split(name: str, predict: Predictor, dataset, items: pd.DataFrame, model_labels: Sequence[str],
-                   size: tuple[int, int], progress: Callable[[int], None] | None = None) -> SplitResult:  # fmt: skip
+                   size: tuple[int, int], progress: Callable[[int], None] | None = None, groups: dict | None = None,
+                   operating_point: dict | None = None) -> SplitResult:  # fmt: skip
+    """Metrics of one split; `groups` (default: the dataset's malignant group, if edgecls knows
+    it) adds each group's sensitivity and specificity at `operating_point` (the model's own)."""
+    from edgecls.clinical_metrics import default_groups, group_metrics
+
     keys = items["key"].tolist()
     probabilities = predict_dataset(predict, dataset, keys, size, progress=progress)
     if probabilities.shape[1] != len(model_labels):
         raise EdgeclsError(f"the model outputs {probabilities.shape[1]} classes but has {len(model_labels)} labels")
     y_true = label_indices(dataset.labels, model_labels, items["label_index"].to_numpy())
     metrics = compute_metrics(y_true, probabilities, model_labels)
+    groups = default_groups(list(model_labels)) if groups is None else groups
+    if groups:
+        metrics["groups"] = group_metrics(y_true, probabilities, list(model_labels), groups, operating_point)
     return SplitResult(name, keys, y_true, probabilities, list(model_labels), metrics)
 
 
@@ -195,8 +221,9 @@ def evaluate_run(run, splits: Sequence[str] = ("val", "test"), output_dir=None, 
 
 
 def evaluate_model_file(model, data=None, run_dir=None, split: str | None = None, output=None, data_format: str = "auto",
-                        echo: Callable[[str], None] = print, force: bool = False) -> list:  # fmt: skip
-    """`edgecls evaluate`: a .keras or .tflite model (or a run folder) on a dataset's split or all of it."""
+                        echo: Callable[[str], None] = print, force: bool = False, tta: bool = False) -> list:  # fmt: skip
+    """`edgecls evaluate`: a .keras or .tflite model (or a run folder) on a dataset's split or all of it.
+    `tta`: a .tflite model averaged over flips, as `edgecls classify --tta` runs it."""
     from edgecls.train import run as runs
     from edgecls.train.report import write_report
 
@@ -216,7 +243,7 @@ def evaluate_model_file(model, data=None, run_dir=None, split: str | None = None
         raise EdgeclsError(f"--split {split} needs the run whose split.csv defines it: pass --run RUN_DIR (or use --split all)")
     if output is None and run is None:
         raise EdgeclsError("pass --output FOLDER for the report")
-    output = Path(output or run.path / runs.EVALUATE_DIR / f"{model.stem}-{split}")
+    output = Path(output or run.path / runs.EVALUATE_DIR / f"{model.stem}-{split}{'-tta' if tta else ''}")
     if (output / "metrics.json").exists() and not force:
         raise EdgeclsError(f"{output} already holds an evaluation (metrics.json); pass --force to replace it, or --output elsewhere")
     if run is not None:
@@ -236,16 +263,20 @@ def evaluate_model_file(model, data=None, run_dir=None, split: str | None = None
         classifier = TFLiteClassifier(model)
         if classifier.channels != 3:
             raise EdgeclsError(f"{model}: takes {classifier.channels}-channel images; edgecls datasets are RGB")
-        predict, labels, size, kind = tflite_predictor(classifier), classifier.labels, classifier.input_size, "TFLite"
-        kind += f" ({np.dtype(classifier.input_details['dtype']).name} input)"
+        predict, labels, size, kind = tflite_predictor(classifier, tta), classifier.labels, classifier.input_size, "TFLite"
+        kind += f" ({np.dtype(classifier.input_details['dtype']).name} input{', flip-averaged' if tta else ''})"
+        groups, operating_point = classifier.metadata.groups or None, classifier.metadata.operating_point
     else:
+        if tta:
+            raise EdgeclsError("--tta evaluates a .tflite file as the device runs it; convert the Keras model first")
+        groups, operating_point = None, None
         keras_model = runs.load_keras_model(model)
         labels = _keras_labels(model, run, dataset, keras_model.output_shape[-1], echo)
         size, kind, predict = tuple(keras_model.input_shape[1:3]), "Keras", keras_predictor(keras_model)
 
     items = dataset.items if split == "all" else run.split_items(split)
     echo(f"evaluating {model.name} ({kind}, {size[0]}x{size[1]}) on {len(items)} images ({split})")
-    result = evaluate_split(split, predict, dataset, items, labels, size)
+    result = evaluate_split(split, predict, dataset, items, labels, size, groups=groups, operating_point=operating_point)
     echo(summary_line(result))
     facts = {"model": f"{model} ({kind})", "dataset": f"{dataset.name} ({dataset.root})", "split": split,
              "image_size": f"{size[0]}x{size[1]}", "run": str(run.path) if run else None}  # fmt: skip

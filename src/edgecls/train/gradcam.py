@@ -23,6 +23,7 @@ def last_spatial_layer(model):
 
 def gradcam_heatmaps(model, images: np.ndarray, class_indices: np.ndarray, layer=None) -> np.ndarray:
     """Heatmaps in 0..1 at the images' size, for uint8 `images` (N,h,w,3) and the classes to explain."""
+    from edgecls.edge_runtime.normalization import PIXEL_UNIT
     from edgecls.train.tf_env import import_tf
 
     tf, keras = import_tf()
@@ -30,7 +31,7 @@ def gradcam_heatmaps(model, images: np.ndarray, class_indices: np.ndarray, layer
     if layer is None:
         raise EdgeclsError(f"model {model.name} has no convolutional feature map for Grad-CAM")
     probe = keras.Model(model.inputs, [layer.output, model.output])
-    x = tf.convert_to_tensor(images.astype(np.float32) / 255.0)
+    x = tf.convert_to_tensor(PIXEL_UNIT.apply(images))  # the DESIGN.md model convention
     with tf.GradientTape() as tape:
         features, probabilities = probe(x, training=False)
         features = tf.cast(features, tf.float32)

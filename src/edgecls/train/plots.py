@@ -1,4 +1,4 @@
-"""PNG plots for the report: training curves, confusion matrix, ROC curves.
+"""PNG plots for the report: training curves, confusion matrix, ROC curves, reliability diagram.
 
 matplotlib's object API (`Figure`, no pyplot): no global state, no GUI backend, works headless.
 """
@@ -92,6 +92,30 @@ def plot_roc(y_true: np.ndarray, probabilities: np.ndarray, labels: Sequence[str
     ax.set_ylabel("true positive rate")
     ax.set_title(title)
     ax.legend(fontsize=8, loc="lower right")
+    ax.grid(alpha=0.3)
+    return save_figure(fig, path)
+
+
+def plot_reliability(curves: dict[str, Sequence[dict]], path: Path, title: str) -> Path:
+    """Reliability diagram: accuracy against mean top-1 confidence per bin, one line per curve
+    (e.g. before and after temperature scaling); the diagonal is perfect calibration."""
+    fig = _figure(5.5, 5)
+    ax = fig.subplots()
+    ax.plot([0, 1], [0, 1], color="grey", linestyle="--", linewidth=1, label="perfectly calibrated")
+    for name, bins in curves.items():
+        points = [(b["confidence"], b["accuracy"], b["count"]) for b in bins if b["count"]]
+        if points:
+            x, y, n = zip(*points)
+            ax.plot(x, y, marker="o", linewidth=1.5, label=name)
+            if len(curves) == 1:
+                for xi, yi, ni in points:
+                    ax.annotate(str(ni), (xi, yi), textcoords="offset points", xytext=(4, -10), fontsize=7)
+    ax.set_xlim(0, 1)
+    ax.set_ylim(0, 1)
+    ax.set_xlabel("mean top-1 confidence in bin")
+    ax.set_ylabel("accuracy in bin")
+    ax.set_title(title)
+    ax.legend(fontsize=8, loc="upper left")
     ax.grid(alpha=0.3)
     return save_figure(fig, path)
 

@@ -48,6 +48,9 @@ def write_report(
         if r.metrics["macro_auc"] is not None:
             figures.append((f"ROC curves, {r.name}", plots.plot_roc(
                 r.y_true, r.probabilities, labels, plot_dir / f"roc_{r.name}.png", f"{title}: {r.name}")))  # fmt: skip
+        figures.append((f"Reliability diagram, {r.name} (ECE {r.metrics['calibration']['ece']:.3f}; points: images per bin)",
+                        plots.plot_reliability({r.name: r.metrics["calibration"]["reliability"]},
+                                               plot_dir / f"reliability_{r.name}.png", f"{title}: {r.name}")))  # fmt: skip
     if keras_model is not None and dataset is not None and image_size is not None and _has_feature_map(keras_model):
         path = _gradcam(keras_model, dataset, results[-1], image_size, plot_dir / f"gradcam_{results[-1].name}.png")
         figures.append((f"Grad-CAM, {results[-1].name} (mistakes first)", path))
@@ -102,8 +105,26 @@ def _markdown(title: str, facts: dict[str, Any], results: Sequence[SplitResult],
                      f"{_number(m['auc'])} | {m['support']} |")  # fmt: skip
     if last.metrics["classes_absent"]:
         lines += ["", f"Not in this split (no recall or AUC): {', '.join(last.metrics['classes_absent'])}."]
+    lines += clinical_markdown(last.name, last.metrics)
     lines += ["", "## Plots", ""]
     for caption, path in figures:
         lines += [f"### {caption}", "", f"![{caption}]({path.relative_to(output_dir).as_posix()})", ""]
     lines += [*notes, "", "Files: `metrics.json` (all numbers), `predictions.csv` (per image probabilities).", ""]
     return "\n".join(lines)
+
+
+def clinical_markdown(split: str, metrics: dict) -> list[str]:
+    """Calibration error, accuracy against coverage, and each class group's operating point."""
+    lines = ["", f"## Calibration and abstention ({split})", "",
+             f"Expected calibration error (10 bins of top-1 confidence): **{metrics['calibration']['ece']:.3f}**.", "",
+             "Answering only when the top probability reaches a minimum (`classify --min-confidence`), "
+             "the rest being `uncertain`:", "",
+             "| min confidence | images answered | accuracy of those |", "|---:|---:|---:|"]  # fmt: skip
+    for row in metrics["coverage"]:
+        lines.append(f"| {row['min_confidence']:.1f} | {100 * row['coverage']:.1f}% | {_number(row['accuracy'])} |")
+    for name, group in (metrics.get("groups") or {}).items():
+        lines += ["", f"## {name.capitalize()} vs the rest ({split})", "",
+                  f"{name}: {', '.join(group['members'])} ({group['positives']} images; {group['negatives']} others). "
+                  f"ROC AUC {_number(group.get('auc'))}. At threshold {group['threshold']:.3f} ({group['threshold_source']}): "
+                  f"sensitivity **{_number(group['sensitivity'])}**, specificity **{_number(group['specificity'])}**."]  # fmt: skip
+    return lines
