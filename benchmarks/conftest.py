@@ -42,6 +42,23 @@ def one_jpeg(jpeg_paths) -> Path:
     return jpeg_paths[0]
 
 
+@pytest.fixture(scope="session")
+def heavy_jpeg_paths(bench_dir) -> list[Path]:
+    """40 distinct heavy 600x450 JPEGs (quality 100, 270-300 KB): the real originals' stand-in."""
+    return bench_data.make_heavy_jpegs(bench_dir / "heavy")
+
+
+@pytest.fixture(scope="session")
+def ham10000_model() -> Path:
+    """The built-in ham10000 model: the one the speed headline is about."""
+    from edgecls.edge_runtime.builtin import builtin_models
+
+    models = builtin_models()
+    if "ham10000" not in models:
+        pytest.skip("the built-in ham10000 model is not in this checkout")
+    return models["ham10000"]
+
+
 def pytest_terminal_summary(terminalreporter, exitstatus, config):
     if not FIGURES:
         return

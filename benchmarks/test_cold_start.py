@@ -128,6 +128,54 @@ def test_library_cold_start(benchmark, edge_models, one_jpeg):
     _measure(benchmark, argv, "library cold start (no CLI)", (b'"label"',), with_target=False)
 
 
+# The floor under a one-image classify: a bare script with numpy, Pillow and LiteRT that loads the
+# same model, decodes the same file the same way and invokes once. Nothing edgecls adds (typer,
+# rich, metadata, checks, output formatting) is in it.
+FLOOR_ONE_IMAGE = """
+import sys
+import numpy as np
+from PIL import Image
+from ai_edge_litert.interpreter import Interpreter
+interpreter = Interpreter(model_path=sys.argv[1])
+interpreter.allocate_tensors()
+inp, out = interpreter.get_input_details()[0], interpreter.get_output_details()[0]
+h, w = (int(d) for d in inp["shape"][1:3])
+with Image.open(sys.argv[2]) as img:
+    img.draft("RGB", (w, h))
+    pixels = np.asarray(img.convert("RGB").resize((w, h), Image.Resampling.BILINEAR))[None]
+if inp["dtype"] == np.int8:
+    pixels = (pixels.astype(np.int16) - 128).astype(np.int8)
+elif inp["dtype"] == np.float32:
+    pixels = pixels.astype(np.float32) / 255.0
+interpreter.set_tensor(inp["index"], pixels)
+interpreter.invoke()
+print("class", int(np.argmax(interpreter.get_tensor(out["index"])[0])))
+"""
+FLOOR_TARGET = 2.0  # a one-image `edgecls classify` within 2x of the floor's wall time
+
+
+def test_cli_cold_start_vs_floor(benchmark, ham10000_model, heavy_jpeg_paths):
+    """`edgecls classify --model ham10000 PHOTO` (a real original when present) against the bare
+    floor script on the same file, in alternation: wall time and peak memory of each."""
+    from benchmarks import bench_data
+
+    image = (bench_data.real_heavy_jpegs() or heavy_jpeg_paths)[0]
+    cli = [sys.executable, "-m", "edgecls", "classify", "--model", "ham10000", str(image)]
+    floor = [sys.executable, "-c", FLOOR_ONE_IMAGE, str(ham10000_model), str(image)]
+    ab = interleaved_medians({"floor": Child(floor), "cli": Child(cli)}, rounds=5, warmup=1)
+    ratio = ab["cli"] / ab["floor"]
+    extra = {
+        "image": image.name,
+        "floor_wall_s": ab["floor"] / 1000,
+        "cli_wall_s": ab["cli"] / 1000,
+        "vs_floor": ratio,
+        "floor_peak_rss_mib": peak_rss_mib(floor),
+        "target_vs_floor": f"<= {FLOOR_TARGET}x the floor's wall time, measured side by side",
+        "meets_vs_floor": bool(ratio <= FLOOR_TARGET),
+    }
+    _measure(benchmark, cli, "CLI cold start vs floor", ANY_LABEL, with_target=False, rounds=3, extra=extra)
+
+
 def test_python_floor(benchmark):
     """The floor: a bare interpreter importing numpy, Pillow and LiteRT, nothing else."""
     argv = [sys.executable, "-c", "import numpy, PIL.Image, ai_edge_litert.interpreter; print('ok')"]

@@ -55,6 +55,64 @@ def test_invoke(benchmark, edge_models, mode, threads):
     record(benchmark, figures, f"invoke {mode} {threads}t")
 
 
+KINDS = {
+    "ptq": "edge-cnn, post-training int8 (random weights) vs its float32",
+    "qat": "edge-cnn, QAT-wrapped then int8 (tfmot) vs its float32",
+    "ham10000": "built-in ham10000 (edge-cnn-large, QAT) vs its dequantized float32 twin",
+    "all-blood": "built-in all-blood (edge-cnn, QAT) vs its dequantized float32 twin",
+}
+
+
+def _pair(kind: str, edge_models, bench_dir) -> tuple[bytes, bytes]:
+    """(int8 file, float32 file) of one model kind."""
+    from benchmarks import bench_data
+
+    if kind in ("ptq", "qat"):
+        return edge_models["int8" if kind == "ptq" else "qat"].read_bytes(), edge_models["float32"].read_bytes()
+    from edgecls.edge_runtime.builtin import builtin_models
+
+    if kind not in builtin_models():
+        pytest.skip(f"the built-in {kind} model is not in this checkout")
+    int8 = builtin_models()[kind].read_bytes()
+    return int8, bench_data.float_twin(int8)
+
+
+@pytest.mark.parametrize("kind", sorted(KINDS))
+def test_int8_vs_float_by_model_kind(benchmark, edge_models, bench_dir, kind):
+    """int8 against float32 of the same model, per kind, at 1 and 2 threads, interleaved.
+
+    The built-in models ship as int8 only: their float32 counterpart is the same file with every
+    weight dequantized (bench_data.float_twin), so the two run the same ops on the same weights."""
+    int8_bytes, float_bytes = _pair(kind, edge_models, bench_dir)
+    figures: dict = {"kind": kind, "what": KINDS[kind]}
+    int8_1t = None
+    for threads in THREADS:
+        int8, other = TFLiteClassifier(int8_bytes, num_threads=threads), TFLiteClassifier(float_bytes, num_threads=threads)
+        if threads == 1:
+            int8_1t = int8
+            if kind not in ("ptq", "qat"):  # a trained model: its twin must give the same answers
+                images = [_image(seed) for seed in range(16)]
+                agree = np.mean([int8.predict(x).label == other.predict(x).label for x in images])
+                assert agree >= 0.9, f"the float32 twin of {kind} disagrees with it on {1 - agree:.0%} of images"
+                figures["top1_agreement_int8_vs_float"] = float(agree)
+        ab = interleaved_medians({"float32": _invoker(other), "int8": _invoker(int8)}, rounds=300, warmup=20)
+        figures |= {
+            f"float32_ms_{threads}t": ab["float32"],
+            f"int8_ms_{threads}t": ab["int8"],
+            f"int8_speed_vs_float_{threads}t": ab["float32"] / ab["int8"],
+        }
+    figures |= {
+        "int8_file_kb": round(len(int8_bytes) / 1024, 1),
+        "float32_file_kb": round(len(float_bytes) / 1024, 1),
+        "input_dtype": np.dtype(int8_1t.input_details["dtype"]).name,
+        "target": "int8 at least as fast as float32 (speed >= 1.0x) at every thread count",
+        "meets_target": all(figures[f"int8_speed_vs_float_{t}t"] >= 1.0 for t in THREADS),
+    }
+    benchmark.group = "int8 vs float32, by model kind"
+    benchmark(_invoker(int8_1t))
+    record(benchmark, figures, f"int8 vs float32: {kind}")
+
+
 def test_keras_predict_baseline(benchmark, edge_models):
     """Keras `model.predict` on one image (float), against the float .tflite on one thread."""
     from edgecls.train.tf_env import import_tf

@@ -20,11 +20,14 @@ build() {
     local name=$1 data=$2 card=$3; shift 3
     edgecls train "$data" --output "runs/$name" --seed 1234 --force "$@"
     # Exit code 3 means the parity gate failed: set -e stops here, and that file is not shipped.
-    edgecls convert "runs/$name" --mode float32,qat --qat-epochs 3 --max-drop 1.0
+    # uint8 I/O (the default) for MediaPipe Tasks and Android; each file's temperature and the
+    # malignant group's threshold (90% sensitivity) are fitted on the validation split.
+    edgecls convert "runs/$name" --mode float32,qat --qat-epochs 3 --max-drop 1.0 --target-sensitivity 0.9 --force
     cp "runs/$name/convert/model_int8.tflite" "$MODELS/$name.tflite"
     cp "runs/$name/split.csv" "$MODELS/$name.split.csv"
     for split in val test; do
-        edgecls evaluate "runs/$name/convert/model_int8.tflite" --run "runs/$name" --split $split
+        edgecls evaluate "runs/$name/convert/model_int8.tflite" --run "runs/$name" --split $split --force
+        edgecls evaluate "runs/$name/convert/model_int8.tflite" --run "runs/$name" --split $split --tta --force
     done
     python scripts/model_card.py "runs/$name" "$name" "$card"
 }

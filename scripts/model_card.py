@@ -140,8 +140,12 @@ def clinical_section(name: str, qat: dict, int8: dict, tta: dict) -> list[str]:
         "",
         f"- Calibration: temperature {calibration.get('temperature', 1.0):.3f}, fitted on the validation split to "
         f"this int8 file's own outputs and applied by the device. Expected calibration error (10 bins) "
-        f"{calibration.get('ece_before', float('nan')):.3f} before, **{test['calibration']['ece']:.3f}** after. "
-        f"Reliability diagram: `{name}.reliability.png`.",
+        f"{calibration.get('ece_before', float('nan')):.3f} before, **{test['calibration']['ece']:.3f}** after; a perfectly "
+        f"calibrated model with these probabilities would show {test['calibration']['ece_sampling_floor']['mean']:.3f} ± "
+        f"{test['calibration']['ece_sampling_floor']['std']:.3f} on these {test['images']} images from sampling alone. "
+        "",
+        f"![Reliability diagram of the int8 file on the test split]({name}.reliability.png)",
+        "",
     ]
     point = (int8["val"].get("groups") or {})
     for group, rates in (test.get("groups") or {}).items():

@@ -94,8 +94,40 @@ def test_end_to_end_on_a_folder(colour_models, image_folder):
     for entry in e2e:
         assert entry["images"] == 4 and entry["errors"] == 1 and entry["workers"] == 2
         assert entry["images_per_s"] > 0 and entry["seconds"] > 0
+        # The floor, measured in the same run on the same files with as many decode threads.
+        assert entry["decode_only_images_per_s"] > 0
+        assert entry["vs_decode_only"] == pytest.approx(entry["images_per_s"] / entry["decode_only_images_per_s"], rel=1e-3)
     assert e2e[0]["speed_ratio"] == 1.0
     assert e2e[1]["speed_ratio"] == round(e2e[1]["images_per_s"] / e2e[0]["images_per_s"], 4)
+
+
+def test_models_are_timed_in_turn(colour_models, monkeypatch):
+    """Round after round, every model once: a ratio of two models never compares two moments."""
+    from edgecls.edge_runtime import bench
+
+    calls: list[str] = []
+    original = TFLiteClassifier.scores
+
+    def scores(self, model_input):
+        calls.append(self.path.name)
+        return original(self, model_input)
+
+    monkeypatch.setattr(TFLiteClassifier, "scores", scores)
+    report = run_bench([colour_models["float32"], colour_models["int8"]], BenchSettings(warmup=2, runs=5, threads=[1]))
+    assert report["settings"]["order"].startswith("interleaved")
+    assert calls == ["colour_float32.tflite", "colour_int8.tflite"] * 7  # 2 warm-up + 5 timed rounds
+    samples = bench.time_interleaved([TFLiteClassifier(colour_models["uint8"])] * 3, warmup=0, runs=4, seconds=None)
+    assert [len(s) for s in samples] == [4, 4, 4]
+
+
+def test_decode_only_times_the_files_and_survives_broken_ones(image_folder):
+    from edgecls.edge_runtime.batch import collect_images
+    from edgecls.edge_runtime.bench import decode_only
+
+    (image_folder / "broken.jpg").write_bytes(b"not a jpeg")
+    paths = collect_images([image_folder])
+    for workers in (1, 2):
+        assert decode_only(paths, (16, 16), workers) > 0
 
 
 def test_same_file_twice_gets_two_names(colour_models):
@@ -255,3 +287,28 @@ def test_fast_to_input_equals_the_lookup_table(mode, mean, std, expected):
         assert classifier.to_input(image, buffer) is buffer
         np.testing.assert_array_equal(buffer, _reference_input(classifier, image))
         np.testing.assert_array_equal(classifier.to_input(image), buffer)
+
+
+def test_tta_is_timed_beside_one_pass_and_end_to_end(colour_models, image_folder, monkeypatch):
+    """--tta times predict(tta=True) (four invokes) in turn with the plain pass, and the batched
+    end-to-end run with flips."""
+    from edgecls.edge_runtime.batch import collect_images
+    from edgecls.edge_runtime.classifier import TFLiteClassifier as Classifier
+
+    calls = {"tta": 0}
+    original = Classifier.predict
+
+    def counting(self, image, *args, **kwargs):
+        calls["tta"] += bool(kwargs.get("tta"))
+        return original(self, image, *args, **kwargs)
+
+    monkeypatch.setattr(Classifier, "predict", counting)
+    images = collect_images([image_folder])
+    report = run_bench([colour_models["int8"]], BenchSettings(warmup=1, runs=5, threads=[1], images=images, workers=1, tta=True))
+    result = report["models"][0]["results"][0]
+    assert result["tta"]["latency_ms"]["p50"] > 0 and calls["tta"] >= 6  # 1 warm-up + 5 timed
+    assert result["tta"]["end_to_end"]["images"] == len(images) and result["tta"]["end_to_end"]["images_per_s"] > 0
+    plain = run_bench([colour_models["int8"]], BenchSettings(warmup=0, runs=2, threads=[1]))
+    assert "tta" not in plain["models"][0]["results"][0]
+    cli = _bench([str(colour_models["int8"]), "--tta", "--runs", "3", "--threads", "1"])
+    assert cli.exit_code == 0 and "--tta p50 ms" in cli.stdout

@@ -72,16 +72,36 @@ def test_threshold_for_sensitivity_is_the_most_specific_that_reaches_it():
     threshold = threshold_for_sensitivity(scores, positive, 0.9)
     at = binary_rates(scores, positive, threshold)
     assert at["sensitivity"] >= 0.9 and at["positives"] == positive.sum()
-    above = np.nextafter(threshold, 1.0)
-    assert binary_rates(scores, positive, above)["sensitivity"] < 0.9
+    # No threshold that reaches the target is more specific, or as specific and more sensitive.
+    for other in np.unique(scores):
+        rates = binary_rates(scores, positive, other)
+        if rates["sensitivity"] >= 0.9:
+            assert (rates["specificity"], rates["sensitivity"]) <= (at["specificity"], at["sensitivity"])
     assert binary_rates(scores, positive, 0.0)["sensitivity"] == 1.0
     report = group_report(np.stack([1 - scores, scores], 1), positive.astype(int), [1], threshold)
     assert 0.8 < report["auc"] <= 1.0 and report["sensitivity"] == at["sensitivity"]
 
 
+def test_a_separable_group_gets_every_positive_it_can_without_a_false_alarm():
+    scores = np.array([0.01, 0.2, 0.3, 0.5, 0.6, 0.9, 0.95, 0.99])
+    positive = np.array([0, 0, 0, 1, 1, 1, 1, 1], bool)
+    assert threshold_for_sensitivity(scores, positive, 0.6) == 0.5  # sensitivity 1.0, specificity 1.0
+
+
 @pytest.fixture(scope="module")
 def colour_float() -> bytes:
     return convert(colour_keras_model(16), 16, "float32")
+
+
+@pytest.fixture(scope="module")
+def position_float() -> bytes:
+    """A model that sees where colours are (a dense layer on the pixels): flips change its answer."""
+    import tf_keras as keras
+
+    keras.utils.set_random_seed(0)
+    inputs = keras.Input((16, 16, 3))
+    outputs = keras.layers.Dense(3, activation="softmax")(keras.layers.Flatten()(inputs))
+    return convert(keras.Model(inputs, outputs), 16, "float32")
 
 
 def classifier(model_bytes: bytes, **fields) -> TFLiteClassifier:
@@ -109,12 +129,12 @@ def test_device_applies_the_temperature_groups_flag_and_abstention(colour_float)
     assert classifier(colour_float).predict(image, min_confidence=plain.probability).label == "red"
 
 
-def test_flip_averaging_is_the_mean_over_the_four_flips(colour_float):
-    clf = classifier(colour_float)
+def test_flip_averaging_is_the_mean_over_the_four_flips(position_float):
+    clf = classifier(position_float)
     image = np.random.default_rng(3).integers(0, 256, (16, 16, 3), dtype=np.uint8)
-    image[:, :8, 0] = 255  # not flip-symmetric
-    expected = np.mean([clf.predict(np.ascontiguousarray(view)).probabilities for view in flips(image)], axis=0)
-    assert clf.predict(image, tta=True).probabilities == pytest.approx(expected, abs=1e-6)
+    views = [clf.predict(np.ascontiguousarray(view)).probabilities for view in flips(image)]
+    assert np.ptp(np.array(views), axis=0).max() > 0.01  # the flips really differ for this model
+    assert clf.predict(image, tta=True).probabilities == pytest.approx(np.mean(views, axis=0), abs=1e-6)
 
 
 @pytest.mark.parametrize(
@@ -166,3 +186,66 @@ def test_evaluate_reports_calibration_coverage_and_the_groups_operating_point(co
     assert "Calibration and abstention" in report and "Warm vs the rest" in report
     assert (tmp_path / "plain" / "plots" / "reliability_all.png").is_file()
     assert "flip-averaged" in json.loads((tmp_path / "flipped" / "metrics.json").read_text())["model"]
+
+
+@pytest.mark.parametrize("count", [3, 40])  # one by one, and the batched folder path
+def test_classify_reports_group_probability_flag_abstention_and_tta(position_float, tmp_path, count):
+    import csv
+    import json
+
+    from PIL import Image
+    from typer.testing import CliRunner
+
+    from edgecls.cli import app
+
+    meta = ModelMetadata(labels=["red", "green", "blue"], input_size=(16, 16), groups={"warm": ["red", "green"]},
+                         operating_point={"group": "warm", "threshold": 0.6})  # fmt: skip
+    model = tmp_path / "position.tflite"
+    model.write_bytes(write_metadata(position_float, meta))
+    rng = np.random.default_rng(5)
+    folder = tmp_path / "images"
+    folder.mkdir()
+    for i in range(count):
+        image = rng.integers(0, 256, (20, 20, 3), dtype=np.uint8)
+        image[:10, :, i % 3] = 255  # not flip-symmetric, so flipping matters
+        Image.fromarray(image).save(folder / f"{i:02d}.png")
+    clf = TFLiteClassifier(model)
+    runner = CliRunner()
+
+    def run(*extra):
+        result = runner.invoke(app, ["classify", "--model", str(model), str(folder), "--format", "json", *extra])
+        assert result.exit_code == 0, result.output
+        return json.loads(result.stdout)
+
+    from edgecls.edge_runtime import load_image
+
+    records = run()
+    for record in records:
+        expected = clf.predict(load_image(record["path"], (16, 16)))
+        assert record["warm_probability"] == pytest.approx(expected.groups["warm"], abs=1e-5)
+        assert record["flag"] is (expected.groups["warm"] >= 0.6)
+    flipped = run("--tta")
+    for record in flipped:
+        expected = clf.predict(load_image(record["path"], (16, 16)), tta=True)
+        assert record["probability"] == pytest.approx(expected.probability, abs=1e-5)
+    assert any(a["probability"] != pytest.approx(b["probability"], abs=1e-4) for a, b in zip(records, flipped))
+    cut = sorted(r["probability"] for r in records)[len(records) // 2]
+    unsure = run("--min-confidence", str(cut))
+    assert [r["label"] == "uncertain" for r in unsure] == [r["probability"] < cut for r in records]
+    result = runner.invoke(app, ["classify", "--model", str(model), str(folder), "--format", "csv"])
+    header = next(csv.reader(result.stdout.splitlines()))
+    assert header == ["path", "label", "probability", "top_k", "warm_probability", "flag", "latency_ms"]
+    bad = runner.invoke(app, ["classify", "--model", str(model), str(folder), "--min-confidence", "1.5"])
+    assert bad.exit_code == 2
+
+
+def test_ece_sampling_floor_is_what_a_calibrated_model_shows_and_below_a_miscalibrated_one():
+    from edgecls.clinical_metrics import ece_sampling_floor
+
+    probabilities, labels = overconfident(n=3000)
+    floor = ece_sampling_floor(probabilities, draws=50)
+    assert 0 < floor["mean"] < 0.05 and floor["std"] > 0
+    # The overconfident labels sit far above the floor; a temperature brings them near it.
+    assert expected_calibration_error(probabilities, labels) > floor["mean"] + 5 * floor["std"]
+    calibrated = apply_temperature(probabilities, fit_temperature(probabilities, labels))
+    assert expected_calibration_error(calibrated, labels) < ece_sampling_floor(calibrated, draws=50)["mean"] + 4 * floor["std"]

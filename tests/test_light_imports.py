@@ -24,11 +24,29 @@ print(','.join(heavy))
         "import edgecls.edge_runtime",
         "import edgecls.cli",
         "from edgecls.cli import app\nfrom typer.testing import CliRunner\nCliRunner().invoke(app, ['--help'])",
+        # The Python API's device half (issue 13): no TensorFlow, no pandas, on any input kind.
+        "import edgecls, numpy as np\nfrom PIL import Image\nclf = edgecls.Classifier('ham10000')\n"
+        "image = np.zeros((450, 600, 3), np.uint8)\nclf.classify(image); clf.classify([image, Image.fromarray(image)])\n"
+        "clf.benchmark(runs=2, warmup=0, threads=1)",
     ],
+    ids=["edgecls", "edge_runtime", "cli", "cli-help", "api-classifier"],
 )
 def test_imports_stay_light(code):
     out = subprocess.run([sys.executable, "-c", CHECK.format(code=code, heavy=HEAVY)], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "", f"heavy modules imported: {out.stdout.strip()}"
+
+
+def test_import_edgecls_loads_nothing_and_the_api_names_never_tensorflow():
+    """`import edgecls` imports only the package itself; resolving every public name (what the API
+    reference build does) imports no TensorFlow or Keras: they load when training or converting."""
+    code = (
+        "import sys\nbefore = set(sys.modules)\nimport edgecls\n"
+        "print(sorted(m for m in set(sys.modules) - before if not m.startswith('edgecls')))\n"
+        "[getattr(edgecls, name) for name in edgecls.__all__]\n"
+        "print(sorted({m.split('.')[0] for m in sys.modules} & {'tensorflow', 'tf_keras', 'keras', 'tensorflow_model_optimization'}))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.splitlines() == ["[]", "[]"], out.stdout
 
 
 @pytest.mark.parametrize(

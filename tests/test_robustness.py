@@ -429,13 +429,30 @@ def test_bad_flags(colour_models, image_corpus, tmp_path):
 def test_output_write_failing_midway_leaves_old_file_intact(monkeypatch, colour_models, image_corpus, tmp_path):
     out = tmp_path / "results.json"
     out.write_text('["old results"]\n', encoding="utf-8")
-    real_write_text = Path.write_text
+    real_open = Path.open
 
-    def write_half_then_fail(self, text, *args, **kwargs):
-        real_write_text(self, text[: len(text) // 2], *args, **kwargs)
-        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+    class HalfThenFull:  # the output file: half of the first write lands, then the disk is full
+        def __init__(self, file):
+            self.file, self.writes = file, 0
 
-    monkeypatch.setattr(Path, "write_text", write_half_then_fail)
+        def write(self, text):
+            self.writes += 1
+            if self.writes > 1:
+                raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+            return self.file.write(text[: len(text) // 2])
+
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc):
+            self.file.close()
+            return False
+
+    def open_for_half(self, mode="r", *args, **kwargs):
+        file = real_open(self, mode, *args, **kwargs)
+        return HalfThenFull(file) if "w" in mode else file
+
+    monkeypatch.setattr(Path, "open", open_for_half)
     result = cli("classify", "-m", colour_models["int8"], image_corpus / "red.jpg", "-f", "json", "-o", out)
     assert_one_line_error(result, "No space left on device")
     monkeypatch.undo()

@@ -30,6 +30,7 @@ def bench(
         None, "--images", help="Also time decode + resize + invoke end to end on these images (a folder or a file)."
     ),
     workers: Optional[int] = typer.Option(None, "--workers", min=1, help="Decode threads for --images (default: as classify)."),
+    tta: bool = typer.Option(False, "--tta", help="Also time flip-averaging (classify --tta: 4 invokes per image), and end to end with --images."),
     as_json: bool = typer.Option(False, "--json", help="Print JSON (schema edgecls.bench/1) instead of a table."),
     output: Optional[Path] = typer.Option(None, "--output", "-o", help="Also write the JSON report here (atomically)."),
 ) -> None:
@@ -51,6 +52,7 @@ def bench(
         threads=thread_counts,
         images=collect_images([images]) if images is not None else (),
         workers=workers,
+        tta=tta,
     )
     show_progress = not as_json and sys.stderr.isatty()
     with quiet_native_stderr():  # LiteRT's "INFO: Created ... XNNPACK delegate" once per interpreter
@@ -73,10 +75,13 @@ def print_bench_table(report: dict) -> None:
     from edgecls.report_format import console as make_console
 
     has_e2e = any(r["end_to_end"] for m in report["models"] for r in m["results"])
+    has_tta = any(r.get("tta") for m in report["models"] for r in m["results"])
     table = Table(show_edge=False, header_style="bold")
     columns = ["model", "threads", "p50 ms", "p90 ms", "p99 ms", "img/s", "speed x", "size KB", "size x"]
     if has_e2e:
-        columns += ["e2e img/s", "e2e x"]
+        columns += ["e2e img/s", "e2e x", "decode-only img/s", "e2e / decode"]
+    if has_tta:
+        columns += ["--tta p50 ms", "--tta e2e img/s"] if has_e2e else ["--tta p50 ms"]
     for column in columns:
         table.add_column(column, justify="left" if column == "model" else "right")
     for model in report["models"]:
@@ -95,7 +100,18 @@ def print_bench_table(report: dict) -> None:
             ]
             if has_e2e:
                 e2e = r["end_to_end"] or {}
-                row += [f"{e2e['images_per_s']:.0f}" if e2e.get("images_per_s") else "-", _ratio(e2e.get("speed_ratio"))]
+                row += [
+                    f"{e2e['images_per_s']:.0f}" if e2e.get("images_per_s") else "-",
+                    _ratio(e2e.get("speed_ratio")),
+                    f"{e2e['decode_only_images_per_s']:.0f}" if e2e.get("decode_only_images_per_s") else "-",
+                    _ratio(e2e.get("vs_decode_only")),
+                ]
+            if has_tta:
+                flipped = r.get("tta") or {}
+                row.append(f"{flipped['latency_ms']['p50']:.3f}" if flipped else "-")
+                if has_e2e:
+                    e2e_tta = flipped.get("end_to_end") or {}
+                    row.append(f"{e2e_tta['images_per_s']:.0f}" if e2e_tta.get("images_per_s") else "-")
             table.add_row(*row)
     console = make_console()
     console.print(table)
@@ -103,7 +119,7 @@ def print_bench_table(report: dict) -> None:
     runs = f"{settings['runs']} runs" if settings["runs"] else f"{settings['seconds']:g} s"
     peak = f"{report['peak_rss_mib']:.0f} MiB" if report["peak_rss_mib"] is not None else "n/a"
     console.print(
-        f"{runs} after {settings['warmup']} warm-up, random images through to_input; "
+        f"{runs} after {settings['warmup']} warm-up, random images through to_input, models in turn; "
         f"ratios against {first} (speed x > 1 is faster); peak memory {peak}; "
         f"{report['models'][0]['interpreter']}",
         highlight=False,

@@ -56,14 +56,24 @@ def classify(
     output_format: OutputFormat = typer.Option(OutputFormat.table, "--format", "-f", help="table, json (one array) or csv."),
     output: Optional[Path] = typer.Option(None, "--output", "-o", help="Write json/csv here (atomically) instead of stdout."),
     top_k: int = typer.Option(3, "--top-k", "-k", min=1, help="How many labels to report per image."),
-    threads: Optional[int] = typer.Option(None, "--threads", "-t", min=1, help="Interpreter threads (default: min(4, cores))."),
+    threads: Optional[int] = typer.Option(
+        None, "--threads", "-t", min=1,
+        help="Interpreter threads (default: min(4, cores) for a few images; 1 for a folder's batches, while decoding keeps the cores busy).",
+    ),  # fmt: skip
     workers: Optional[int] = typer.Option(None, "--workers", min=1, help="Image decode threads (default: min(4, cores))."),
+    min_confidence: float = typer.Option(
+        0.0, "--min-confidence", min=0.0, max=1.0,
+        help="Below this top probability the label is 'uncertain' (the model's report gives accuracy against coverage to choose it).",
+    ),  # fmt: skip
+    tta: bool = typer.Option(False, "--tta", help="Average the model over the image's four flips (4x the invokes; see the model card for what it gains)."),
 ) -> None:
-    """Classify images with a .tflite model. Exit 0: all classified; 1: some images failed; 2: nothing could run."""
+    """Classify images with a .tflite model. Models with a class group (the built-in ones: malignant)
+    also report its probability and a flag at the model's threshold. Exit 0: all classified; 1: some
+    images failed; 2: nothing could run."""
     from edgecls.edge_runtime.batch import classify_paths, collect_images
     from edgecls.edge_runtime.builtin import resolve_model
     from edgecls.edge_runtime.classifier import TFLiteClassifier
-    from edgecls.report_format import progress, write_records
+    from edgecls.report_format import progress, record_stream
 
     # Flag mistakes are reported before minutes of classifying, not after.
     if output is not None and output_format == OutputFormat.table:
@@ -73,19 +83,23 @@ def classify(
     with quiet_native_stderr():
         classifier = TFLiteClassifier(resolve_model(model), num_threads=threads)
     paths = collect_images(inputs)
-    results = []
-    with progress(len(paths), "classifying") as advance:
-        for result in classify_paths(classifier, paths, top_k=top_k, workers=workers):
-            results.append(result)
+    # Records are written as they come (memory stays flat on 100,000 images); rows scrolling on
+    # the terminal show the progress themselves, so the bar is for tables, files and pipes.
+    streams_to_terminal = output is None and output_format != OutputFormat.table and sys.stdout.isatty()
+    done = failed = 0
+    with record_stream(output_format.value, output) as write, progress(0 if streams_to_terminal else len(paths), "classifying") as advance:
+        for result in classify_paths(classifier, paths, top_k=top_k, workers=workers, threads=threads, tta=tta,
+                                     min_confidence=min_confidence):  # fmt: skip
+            done += 1
             if result.error:
+                failed += 1
                 typer.echo(f"edgecls: skipped {result.error}", err=True)
+            else:
+                write(result)
             advance()
-    ok = [r for r in results if r.error is None]
-    write_records(results, output_format.value, output)
-    failed = len(results) - len(ok)
     if failed:
-        typer.echo(f"edgecls: {failed} of {len(results)} images could not be classified", err=True)
-        raise typer.Exit(EXIT_ERROR if not ok else EXIT_PARTIAL)
+        typer.echo(f"edgecls: {failed} of {done} images could not be classified", err=True)
+        raise typer.Exit(EXIT_ERROR if failed == done else EXIT_PARTIAL)
 
 
 @app.command()

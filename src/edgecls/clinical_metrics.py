@@ -39,6 +39,21 @@ def expected_calibration_error(probabilities: np.ndarray, labels: np.ndarray, bi
     return float(sum(b["count"] / total * abs(b["confidence"] - b["accuracy"]) for b in reliability_bins(probabilities, labels, bins) if b["count"]))
 
 
+def ece_sampling_floor(probabilities: np.ndarray, draws: int = 100, seed: int = 0) -> dict:
+    """The ECE a perfectly calibrated model with these very probabilities would show on this many
+    images, from sampling alone: labels drawn from each row's probabilities, `draws` times.
+    An ECE within about two standard deviations of this mean is as good as the split can show."""
+    probabilities = np.asarray(probabilities, np.float64)
+    probabilities = probabilities / probabilities.sum(axis=1, keepdims=True)
+    cumulative = np.cumsum(probabilities, axis=1)
+    rng = np.random.default_rng(seed)
+    eces = []
+    for _ in range(draws):
+        labels = (rng.random((len(probabilities), 1)) > cumulative).sum(axis=1).clip(max=probabilities.shape[1] - 1)
+        eces.append(expected_calibration_error(probabilities, labels))
+    return {"mean": float(np.mean(eces)), "std": float(np.std(eces)), "draws": draws}
+
+
 def coverage_curve(probabilities: np.ndarray, labels: np.ndarray, confidences=COVERAGE_CONFIDENCES) -> list[dict]:
     """For each minimum confidence: the share of images still answered and their accuracy
     (the rest are 'uncertain')."""
@@ -68,13 +83,23 @@ def binary_rates(scores: np.ndarray, positive: np.ndarray, threshold: float) -> 
 
 
 def threshold_for_sensitivity(scores: np.ndarray, positive: np.ndarray, target: float = DEFAULT_TARGET_SENSITIVITY) -> float:
-    """The highest threshold whose sensitivity on (`scores`, `positive`) is at least `target`:
-    the most specific operating point that still finds that share of positives."""
-    positive_scores = np.sort(np.asarray(scores)[np.asarray(positive, bool)])[::-1]
-    if not len(positive_scores):
+    """The operating point on (`scores`, `positive`): of the thresholds whose sensitivity is at
+    least `target`, the one with the highest specificity, and of those the highest sensitivity.
+
+    Candidates are the positives' own scores (flagged at `>=`). A near-perfect model thus gets
+    every positive it can flag without flagging one more negative, not just the target share.
+    """
+    scores = np.asarray(scores, np.float64)
+    positive = np.asarray(positive, bool)
+    candidates = np.unique(scores[positive])[::-1]  # high to low: sensitivity rises, specificity falls
+    if not len(candidates):
         raise ValueError("no positive images to choose a threshold on")
-    needed = int(np.ceil(target * len(positive_scores)))
-    return float(positive_scores[max(needed, 1) - 1])
+    positives, negatives = np.sort(scores[positive]), np.sort(scores[~positive])
+    sensitivity = 1.0 - np.searchsorted(positives, candidates, side="left") / len(positives)
+    specificity = np.searchsorted(negatives, candidates, side="left") / max(len(negatives), 1)
+    reaching = np.flatnonzero(sensitivity >= target - 1e-12)  # the last candidate always reaches 1.0
+    best = reaching[np.lexsort((-sensitivity[reaching], -specificity[reaching]))[0]]
+    return float(candidates[best])
 
 
 def group_report(probabilities: np.ndarray, labels: np.ndarray, members: list[int], threshold: float) -> dict:

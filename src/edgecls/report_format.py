@@ -66,25 +66,99 @@ def raise_usage(message: str) -> None:
     raise EdgeclsError(message)
 
 
+# A model with class groups adds `<group>_probability` and `flag` before latency_ms: the columns
+# are those of the first record (one model, so every record has the same keys).
+CSV_FIELDS = ["path", "label", "probability", "top_k", "latency_ms"]
+
+
 def _csv_text(records: list[dict]) -> str:
     buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, fieldnames=["path", "label", "probability", "top_k", "latency_ms"], lineterminator="\n")
+    writer = csv.DictWriter(buffer, fieldnames=list(records[0]) if records else CSV_FIELDS, lineterminator="\n")
     writer.writeheader()
     for record in records:
-        top = ";".join(f"{t['label']}:{t['probability']:.6f}" for t in record["top_k"])
-        writer.writerow(record | {"top_k": top})
+        writer.writerow(_csv_row(record))
     return buffer.getvalue()
+
+
+def _csv_row(record: dict) -> dict:
+    top = ";".join(f"{t['label']}:{t['probability']:.6f}" for t in record["top_k"])
+    return record | {"top_k": top}
+
+
+def _json_item(record: dict) -> str:
+    """One record as `json.dumps(records, indent=2)` prints it inside the array."""
+    return "  " + json.dumps(record, indent=2).replace("\n", "\n  ")
+
+
+@contextlib.contextmanager
+def record_stream(fmt: str, output: Path | None) -> Iterator[Callable[[object], None]]:
+    """`write(result)` for each classified image, in order: json and csv are written as the
+    results come (to stdout, or to a temporary file beside `output` that is renamed into place
+    when the block ends: complete or absent), so memory stays flat however many images a run
+    has; a table is printed at the end. The text is exactly what `write_records` writes."""
+    if fmt == "table":
+        if output is not None:
+            raise_usage("--output needs --format json or csv")
+        records: list[dict] = []
+        yield lambda result: records.append(result.to_record())
+        if records:
+            _print_table(records)
+        return
+    if output is None:
+        yield from _stream_to(sys.stdout, fmt)
+        return
+    from edgecls.io import atomic_path
+
+    try:
+        with atomic_path(output) as tmp, tmp.open("w", encoding="utf-8", newline="") as file:
+            yield from _stream_to(file, fmt)
+    except OSError as exc:  # a folder, a read-only disk, a full card: complete or absent, and one line
+        from edgecls.errors import EdgeclsError
+
+        raise EdgeclsError(f"{output}: cannot write output ({exc.strerror or exc})") from None
+
+
+def _stream_to(file, fmt: str) -> Iterator[Callable[[object], None]]:
+    if fmt == "csv":
+        writer = None
+
+        def write_row(result) -> None:
+            nonlocal writer
+            record = _csv_row(result.to_record())
+            if writer is None:
+                writer = csv.DictWriter(file, fieldnames=list(record), lineterminator="\n")
+                writer.writeheader()
+            writer.writerow(record)
+
+        yield write_row
+        if writer is None:
+            csv.DictWriter(file, fieldnames=CSV_FIELDS, lineterminator="\n").writeheader()
+        return
+    count = 0
+
+    def write(result) -> None:
+        nonlocal count
+        file.write(("[\n" if not count else ",\n") + _json_item(result.to_record()))
+        count += 1
+
+    yield write
+    file.write("\n]\n" if count else "[]\n")
 
 
 def _print_table(records: list[dict]) -> None:
     from rich.table import Table
 
     table = Table(show_edge=False, header_style="bold")
-    for column, justify in (("image", "left"), ("label", "left"), ("prob.", "right"), ("top-k", "left"), ("ms", "right")):
+    groups = [key for key in records[0] if key.endswith("_probability")]
+    flagged = "flag" in records[0]
+    columns = [("image", "left"), ("label", "left"), ("prob.", "right"), ("top-k", "left")]
+    columns += [(f"p({key.removesuffix('_probability')})", "right") for key in groups] + [("flag", "left")] * flagged
+    for column, justify in [*columns, ("ms", "right")]:
         table.add_column(column, justify=justify, overflow="fold")
     for r in records:
         top = ", ".join(f"{t['label']} {t['probability']:.2f}" for t in r["top_k"][1:])
-        table.add_row(r["path"], r["label"], f"{r['probability']:.3f}", top, f"{r['latency_ms']:.2f}")
+        extra = [f"{r[key]:.3f}" for key in groups] + (["FLAG" if r["flag"] else "-"] if flagged else [])
+        table.add_row(r["path"], r["label"], f"{r['probability']:.3f}", top, *extra, f"{r['latency_ms']:.2f}")
     console().print(table)
 
 

@@ -3,7 +3,7 @@ split, and measure it on the test split, through the device's own runtime:
 
 - a temperature (calibration), fitted to this very file's outputs (an int8 file's quantized
   softmax included), with the expected calibration error before and after;
-- for a class group (malignant vs benign), the highest threshold that reaches the target
+- for a class group (malignant vs benign), the most specific threshold that reaches the target
   sensitivity on validation, and the sensitivity and specificity it then gives on test;
 - accuracy against coverage, for `classify --min-confidence`;
 - flip-averaging (`classify --tta`): its accuracy on validation against one pass, and its cost.
@@ -15,6 +15,7 @@ report.
 from __future__ import annotations
 
 import dataclasses
+import math
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -86,7 +87,8 @@ def calibrate_file(model_bytes: bytes, val, test, labels: list[str], groups: dic
         if not val_positive.any() or val_positive.all():
             continue
         val_scores = val_cal[:, index].sum(axis=1)
-        threshold = round(threshold_for_sensitivity(val_scores, val_positive, target_sensitivity), 6)
+        # Rounded down, never up: rounding up could lose the positive the threshold was set at.
+        threshold = math.floor(threshold_for_sensitivity(val_scores, val_positive, target_sensitivity) * 1e6) / 1e6
         on_val = binary_rates(val_scores, val_positive, threshold)
         result.operating_point = {
             "group": name, "threshold": threshold, "target_sensitivity": target_sensitivity,

@@ -73,7 +73,7 @@ def convert(
         None, "--group", help="A class group reported as one, e.g. malignant=mel,bcc,akiec (default: the dataset's malignant classes, when edgecls knows them)."
     ),
     target_sensitivity: float = typer.Option(
-        0.90, "--target-sensitivity", help="The group's operating point: the highest threshold that flags this share of its validation images."
+        0.90, "--target-sensitivity", help="The group's operating point: the most specific threshold that flags at least this share of its validation images."
     ),
 ) -> None:
     """Convert a trained model to float32 and int8 TFLite (or other --mode), embed labels and metadata,

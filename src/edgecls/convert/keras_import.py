@@ -549,7 +549,8 @@ def _leading_affine_ops(model: FloatFunction) -> list[str]:
     if len(placeholders) != 1:
         return []
     current, found = placeholders[0].name, []
-    pattern = re.compile(r"(^|/)(rescaling|normalization)(_\d+)?/", re.I)
+    # Keras numbers repeated names (rescaling_2) and its traced functions add more (rescaling_2_1).
+    pattern = re.compile(r"(^|/)(rescaling|normalization)(_\d+)*/", re.I)
     for _ in range(16):
         users = consumers.get(current, [])
         if len(users) != 1:

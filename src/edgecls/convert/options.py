@@ -90,7 +90,7 @@ class ConvertOptions:
     # Class groups reported together (malignant vs benign): {"malignant": ["mel", ...]}; None:
     # the dataset's malignant group when edgecls knows it (clinical_metrics.default_groups).
     groups: dict[str, list[str]] | None = None
-    # The operating point: the highest group probability that still flags this share of the
+    # The operating point: the most specific group probability that flags at least this share of the
     # group's validation images.
     target_sensitivity: float = 0.90
 

@@ -143,8 +143,8 @@ def calibration_markdown(report: ParityReport) -> list[str]:
         )
     if any((row.calibration.get("operating_point") or {}) for row in rows):
         target = next(row.calibration["operating_point"]["target_sensitivity"] for row in rows if row.calibration.get("operating_point"))
-        lines += ["", f"threshold: the highest group probability that still flags {100 * target:.0f}% of the group's "
-                  "validation images (`--target-sensitivity`); `classify` flags images at or above it."]  # fmt: skip
+        lines += ["", f"threshold: of the group probabilities that flag at least {100 * target:.0f}% of the group's "
+                  "validation images (`--target-sensitivity`), the most specific; `classify` flags images at or above it."]  # fmt: skip
     last = rows[-1]
     lines += ["", f"Abstention, {last.name} (test split, calibrated): with `classify --min-confidence P`, images below P "
               "are `uncertain`.", "", "| P | answered | accuracy |", "|---:|---:|---:|"]  # fmt: skip

@@ -3,6 +3,8 @@
 No TensorFlow: `edgecls bench` runs with the device install, so the same command measures a
 workstation and a Raspberry Pi. Inputs are random uint8 images sent through
 `TFLiteClassifier.to_input` into a reused buffer, exactly the path `edgecls classify` takes.
+Models are timed in turn, round after round, so a ratio between two of them is fair on a busy
+machine; end to end is set against the decode-only rate of the same files in the same run.
 """
 
 from __future__ import annotations
@@ -37,6 +39,7 @@ class BenchSettings:
     images: Sequence[Path] = ()  # optional: also time decode + resize + invoke on these files
     workers: int | None = None  # decode threads for the end-to-end pass
     seed: int = 0
+    tta: bool = False  # also time flip-averaging (classify --tta: 4 invokes per image)
 
     def __post_init__(self) -> None:
         if self.warmup < 0:
@@ -126,26 +129,46 @@ def time_invokes(
     classifier: TFLiteClassifier, warmup: int, runs: int | None, seconds: float | None, seed: int = 0
 ) -> list[float]:
     """Latencies (ms) of `scores(to_input(image, buffer))`: quantize in, invoke, dequantize out."""
-    images = random_images(classifier, seed=seed)
-    buffer = classifier.new_input_buffer()
-    n = len(images)
+    return time_interleaved([classifier], warmup, runs, seconds, seed)[0]
+
+
+def time_interleaved(
+    classifiers: Sequence[TFLiteClassifier], warmup: int, runs: int | None, seconds: float | None, seed: int = 0,
+    tta: bool = False,
+) -> list[list[float]]:
+    """Latencies (ms) of each classifier, timed in turn: A, B, C, A, B, C...
+
+    On a shared machine the load drifts over seconds; one model measured after another sees
+    different conditions (and the one measured second loses or wins by chance), so speed ratios
+    are only fair when every round gives each model the same moment. `seconds` time-boxes the
+    whole pass at `seconds` per model.
+    """
+    invokers = []
+    for classifier in classifiers:
+        images, buffer = random_images(classifier, seed=seed), classifier.new_input_buffer()
+        invokers.append((classifier, images, buffer))
     for i in range(warmup):
-        classifier.scores(classifier.to_input(images[i % n], buffer))
-    samples: list[float] = []
+        for classifier, images, buffer in invokers:
+            classifier.scores(classifier.to_input(images[i % len(images)], buffer))
+    samples: list[list[float]] = [[] for _ in invokers]
     clock = time.perf_counter_ns
-    deadline = clock() + int(seconds * 1e9) if seconds is not None else None
+    deadline = clock() + int(seconds * len(invokers) * 1e9) if seconds is not None else None
     gc_was_enabled = gc.isenabled()
     gc.disable()  # a collection in the middle of a 1 ms invoke is noise, not the model
     try:
         i = 0
         while True:
-            start = clock()
-            classifier.scores(classifier.to_input(images[i % n], buffer))
-            end = clock()
-            samples.append((end - start) / 1e6)
+            for (classifier, images, buffer), into in zip(invokers, samples):
+                image = images[i % len(images)]
+                start = clock()
+                if tta:  # the four flips, averaged: what `classify --tta` pays per image
+                    classifier.predict(image, buffer=buffer, tta=True)
+                else:
+                    classifier.scores(classifier.to_input(image, buffer))
+                into.append((clock() - start) / 1e6)
             i += 1
             if deadline is not None:
-                if end >= deadline:
+                if clock() >= deadline:
                     break
             elif i >= runs:  # type: ignore[operator]
                 break
@@ -155,22 +178,61 @@ def time_invokes(
     return samples
 
 
-def time_end_to_end(classifier: TFLiteClassifier, paths: Sequence[Path], workers: int | None) -> dict:
-    """Classify `paths` once through `batch.classify_paths` (decode, resize, invoke, top-k)."""
-    from edgecls.edge_runtime.batch import classify_paths
+def decode_only(paths: Sequence[Path], size: tuple[int, int], workers: int, channels: int = 3) -> float:
+    """The floor under end-to-end speed: Pillow's JPEG draft decode and the bilinear resize to the
+    model's input, alone, in `workers` threads, on the same files (seconds for all of them)."""
+    from concurrent.futures import ThreadPoolExecutor
 
+    from PIL import Image
+
+    from edgecls.edge_runtime.preprocess import RESAMPLE
+
+    mode = "RGB" if channels == 3 else "L"
+
+    def decode(path: Path) -> np.ndarray | None:
+        try:
+            with Image.open(path) as img:
+                img.draft(mode, (size[1], size[0]))
+                return np.asarray(img.convert(mode).resize((size[1], size[0]), RESAMPLE))
+        except Exception:  # a broken file costs the floor what it costs edgecls: a failed decode
+            return None
+
+    start = time.perf_counter()
+    if workers <= 1:
+        for path in paths:
+            decode(path)
+    else:
+        with ThreadPoolExecutor(max_workers=workers) as pool:
+            for _ in pool.map(decode, paths):
+                pass
+    return time.perf_counter() - start
+
+
+def time_end_to_end(classifier: TFLiteClassifier, paths: Sequence[Path], workers: int | None, threads: int | None = None,
+                    tta: bool = False) -> dict:  # fmt: skip
+    """Classify `paths` once through `batch.classify_paths` (decode, resize, invoke, top-k),
+    between two decode-only passes over the same files with as many threads (the floor)."""
+    from edgecls.edge_runtime.batch import classify_paths, default_workers
+
+    workers = workers or default_workers()
     # Warm the interpreter and the file cache on a few images; that pass is not timed.
     for _ in classify_paths(classifier, list(paths[: min(8, len(paths))]), workers=workers):
         pass
+    floor_s = decode_only(paths, classifier.input_size, workers, classifier.channels)
     start = time.perf_counter()
-    errors = sum(1 for result in classify_paths(classifier, list(paths), workers=workers) if result.error)
+    errors = sum(1 for result in classify_paths(classifier, list(paths), workers=workers, threads=threads, tta=tta) if result.error)
     elapsed = time.perf_counter() - start
+    floor_s = (floor_s + decode_only(paths, classifier.input_size, workers, classifier.channels)) / 2
+    images_per_s = len(paths) / elapsed if elapsed > 0 else None
+    floor_per_s = len(paths) / floor_s if floor_s > 0 else None
     return {
         "images": len(paths),
         "errors": errors,
         "seconds": round(elapsed, 4),
-        "images_per_s": round(len(paths) / elapsed, 2) if elapsed > 0 else None,
+        "images_per_s": round(images_per_s, 2) if images_per_s else None,
         "workers": workers,
+        "decode_only_images_per_s": round(floor_per_s, 2) if floor_per_s else None,
+        "vs_decode_only": round(images_per_s / floor_per_s, 4) if images_per_s and floor_per_s else None,
     }
 
 
@@ -211,29 +273,42 @@ def run_bench(
             )
         )
     paths = list(settings.images)
-    for index, (path, model) in enumerate(zip(model_paths, models)):
-        for threads in settings.threads:
+    for threads in settings.threads:
+        classifiers = []
+        for index, path in enumerate(model_paths):
             classifier = loaded[index] if threads == first_threads else None
             if classifier is None:
                 with warnings.catch_warnings():  # "no metadata" was said when it first loaded
                     warnings.simplefilter("ignore")
                     classifier = TFLiteClassifier(path, num_threads=threads)
-            if on_progress:
-                on_progress(f"{model.name}: {threads} thread{'s' if threads > 1 else ''}")
-            samples = time_invokes(classifier, settings.warmup, settings.runs, settings.seconds, settings.seed)
+            classifiers.append(classifier)
+        if on_progress:
+            on_progress(f"{len(models)} model{'s' if len(models) > 1 else ''}, in turn: {threads} thread{'s' if threads > 1 else ''}")
+        all_samples = time_interleaved(classifiers, settings.warmup, settings.runs, settings.seconds, settings.seed)
+        tta_samples = (time_interleaved(classifiers, settings.warmup, settings.runs, settings.seconds, settings.seed, tta=True)
+                       if settings.tta else [None] * len(classifiers))  # fmt: skip
+        for model, classifier, samples, flipped in zip(models, classifiers, all_samples, tta_samples):
             stats = percentiles(samples)
-            result = {
-                "threads": threads,
-                "runs": len(samples),
-                "latency_ms": stats,
-                "images_per_s": round(1000.0 / stats["mean"], 2) if stats["mean"] > 0 else None,
-                "speed_ratio": 1.0,
-                "end_to_end": time_end_to_end(classifier, paths, settings.workers) if paths else None,
-                "peak_rss_mib": peak_rss_mib(),
-            }
-            model.results.append(result)
-            del classifier
-        loaded[index] = None  # free the interpreter before the next model loads
+            if paths and on_progress:
+                on_progress(f"{model.name}: {threads} thread{'s' if threads > 1 else ''}, end to end")
+            model.results.append(
+                {
+                    "threads": threads,
+                    "runs": len(samples),
+                    "latency_ms": stats,
+                    "images_per_s": round(1000.0 / stats["mean"], 2) if stats["mean"] > 0 else None,
+                    "speed_ratio": 1.0,
+                    "end_to_end": time_end_to_end(classifier, paths, settings.workers, threads) if paths else None,
+                    "peak_rss_mib": peak_rss_mib(),
+                }
+            )
+            if flipped is not None:
+                model.results[-1]["tta"] = {
+                    "latency_ms": percentiles(flipped),
+                    "end_to_end": time_end_to_end(classifier, paths, settings.workers, threads, tta=True) if paths else None,
+                }
+        del classifiers
+        loaded = [None] * len(loaded)  # free the interpreters before the next thread count loads
     _add_ratios(models)
     return {
         "schema": SCHEMA,
@@ -253,7 +328,10 @@ def run_bench(
             "workers": settings.workers,
             "seed": settings.seed,
             "latency": "to_input + set_tensor + invoke + get_tensor (dequantized), one image",
+            "order": "interleaved: each round times every model once, in turn, at one thread count",
             "ratios": "size_ratio = size / first model's; speed_ratio = first model's p50 / p50 (>1 is faster)",
+            "end_to_end": "classify_paths on the images (batched, decode threads = workers), between two "
+            "decode-only passes (Pillow draft decode + bilinear resize, as many threads); vs_decode_only = its share",
             "peak_rss_mib": "this process's high-water resident memory, cumulative over the run",
         },
         "peak_rss_mib": peak_rss_mib(),

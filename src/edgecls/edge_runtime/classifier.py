@@ -11,6 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
+from edgecls.edge_runtime.calibration import FLOAT_FLOOR, UNCERTAIN, apply_temperature, group_probability
 from edgecls.edge_runtime.interpreter import make_interpreter
 from edgecls.edge_runtime.metadata import ModelMetadata, is_tflite, read_metadata
 from edgecls.errors import EdgeclsError
@@ -25,6 +26,13 @@ class Prediction:
     top_k: list[tuple[str, float]]
     probabilities: np.ndarray = field(repr=False)
     latency_ms: float = 0.0
+    groups: dict[str, float] = field(default_factory=dict)  # e.g. {"malignant": 0.31}
+    flag: bool | None = None  # the operating point's group probability reached its threshold
+
+
+def flips(image: np.ndarray) -> tuple[np.ndarray, ...]:
+    """The image and its horizontal, vertical and double flips (views: no copies)."""
+    return (image, image[:, ::-1], image[::-1], image[::-1, ::-1])
 
 
 def default_threads() -> int:
@@ -244,26 +252,62 @@ class TFLiteClassifier:
         except (RuntimeError, ValueError) as exc:  # a kernel that refuses this (damaged) model
             first = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__
             raise EdgeclsError(f"the interpreter cannot run this model ({first})") from None
+        return self.output_to_probabilities(raw)
+
+    def output_to_probabilities(self, raw: np.ndarray) -> np.ndarray:
+        """One row of the output tensor -> class probabilities as float32 (scores() and batch runs)."""
         if raw.dtype != np.float32:
             scale, zero_point = self.output_details["quantization"]
             raw = (raw.astype(np.float32) - zero_point) * np.float32(scale)
+        temperature = self.metadata.temperature
         if self.metadata.output == "logits":
-            shifted = np.exp(raw - raw.max())
+            shifted = np.exp((raw - raw.max()) / temperature)
             raw = shifted / shifted.sum()
+        elif temperature != 1.0:
+            raw = apply_temperature(raw, temperature, self.probability_floor)
         raw = raw.astype(np.float32, copy=False)
         if not np.isfinite(raw).all():  # NaN would sort anywhere and write invalid JSON
             raise EdgeclsError("the model returned NaN or infinite scores: its weights are probably damaged")
         return raw
 
-    def predict(self, image: np.ndarray, top_k: int = 3, buffer: np.ndarray | None = None) -> Prediction:
-        """Classify one uint8 image already at the model's input size."""
+    def predict(self, image: np.ndarray, top_k: int = 3, buffer: np.ndarray | None = None, *, tta: bool = False,
+                min_confidence: float = 0.0) -> Prediction:  # fmt: skip
+        """Classify one uint8 image already at the model's input size.
+
+        `tta`: average the probabilities over the image and its horizontal, vertical and double
+        flips (4 invokes; lesions and smears have no up or left). `min_confidence`: below this top
+        probability the label is "uncertain" (the probabilities are still given).
+        """
         start = time.perf_counter()
-        probabilities = self.scores(self.to_input(image, buffer))
+        if tta:
+            probabilities = np.mean([self.scores(self.to_input(view, buffer)) for view in flips(image)], axis=0)
+        else:
+            probabilities = self.scores(self.to_input(image, buffer))
         latency_ms = (time.perf_counter() - start) * 1000.0
+        return self.to_prediction(probabilities, top_k, latency_ms, min_confidence=min_confidence)
+
+    def to_prediction(self, probabilities: np.ndarray, top_k: int = 3, latency_ms: float = 0.0, *,
+                      min_confidence: float = 0.0) -> Prediction:  # fmt: skip
+        """Class probabilities -> the Prediction predict() returns (top-k labels, groups, flag)."""
         k = max(1, min(top_k, self.num_classes))
         order = np.argsort(-probabilities, kind="stable")[:k]
         top = [(self.labels[i], float(probabilities[i])) for i in order]
-        return Prediction(top[0][0], top[0][1], top, probabilities, latency_ms)
+        label = top[0][0] if top[0][1] >= min_confidence else UNCERTAIN
+        groups = {name: float(group_probability(probabilities, members)) for name, members in self._group_members.items()}
+        point = self.metadata.operating_point
+        flag = groups[point["group"]] >= point["threshold"] if point else None
+        return Prediction(label, top[0][1], top, probabilities, latency_ms, groups, flag)
+
+    @functools.cached_property
+    def probability_floor(self) -> float:
+        """The smallest probability the output can tell from 0: half a quantization step for a
+        quantized output, where a 0 may hide anything up to it (calibration.apply_temperature)."""
+        scale = self.output_details["quantization"][0] if self.output_details["dtype"] != np.float32 else 0.0
+        return 0.5 * float(scale) if scale else FLOAT_FLOOR
+
+    @functools.cached_property
+    def _group_members(self) -> dict[str, list[int]]:
+        return {name: [self.labels.index(label) for label in members] for name, members in self.metadata.groups.items()}
 
     def describe(self) -> dict:
         """Tensor shapes, types and quantization: what `edgecls info` prints."""

@@ -46,11 +46,24 @@ class Monitor(str, Enum):
     val_auc = "val_auc"
     val_accuracy = "val_accuracy"
     val_loss = "val_loss"
+    val_acc_balacc_mean = "val_acc_balacc_mean"
 
 
 class Schedule(str, Enum):
     cosine = "cosine"
     plateau = "plateau"
+    one_cycle = "one-cycle"
+
+
+class Optimizer(str, Enum):
+    adam = "adam"
+    adamw = "adamw"
+
+
+class Augment(str, Enum):
+    none = "none"
+    standard = "standard"
+    strong = "strong"
 
 
 class SplitName(str, Enum):
@@ -67,10 +80,15 @@ def train(
     epochs: Optional[int] = typer.Option(None, "--epochs", "-e", min=1, help=f"Most epochs to train (early stopping may end sooner) (default: {_DEFAULTS.epochs}; with --resume, the run's)."),
     image_size: int = typer.Option(_DEFAULTS.image_size, "--image-size", min=16, help="Square input size in pixels."),
     batch_size: int = typer.Option(_DEFAULTS.batch_size, "--batch-size", "-b", min=1, help="Images per step (global, across devices)."),
-    lr: float = typer.Option(_DEFAULTS.learning_rate, "--lr", help="Peak learning rate (Adam)."),
-    lr_schedule: Schedule = typer.Option(_DEFAULTS.lr_schedule, "--lr-schedule", help="cosine: warmup then cosine decay; plateau: halve when --monitor stalls."),
+    lr: float = typer.Option(_DEFAULTS.learning_rate, "--lr", help="Peak learning rate."),
+    optimizer: Optimizer = typer.Option(_DEFAULTS.optimizer, "--optimizer", help="adam, or adamw: Adam with decoupled weight decay (--weight-decay)."),
+    weight_decay: Optional[float] = typer.Option(None, "--weight-decay", help=f"AdamW's weight decay (with --optimizer adamw only) [default: {_DEFAULTS.weight_decay}]."),
+    lr_schedule: Schedule = typer.Option(_DEFAULTS.lr_schedule, "--lr-schedule", help="cosine: 1-epoch warmup then cosine decay; one-cycle: linear warm-up over --warmup-fraction of all steps, then cosine to ~0; plateau: halve when --monitor stalls."),
+    warmup_fraction: Optional[float] = typer.Option(None, "--warmup-fraction", help=f"Share of all steps the one-cycle schedule warms up over (with --lr-schedule one-cycle only) [default: {_DEFAULTS.warmup_fraction}]."),
+    label_smoothing: float = typer.Option(_DEFAULTS.label_smoothing, "--label-smoothing", help="Cross-entropy targets (1 - e) * one-hot + e / classes; 0 = none."),
     imbalance: Imbalance = typer.Option(_DEFAULTS.imbalance, "--imbalance", help="Class imbalance: softened class weights in the loss, balanced sampling, or none."),
-    augment: bool = typer.Option(_DEFAULTS.augment, "--augment/--no-augment", help="Flips, rotations and colour jitter on training images."),
+    augment: Augment = typer.Option(_DEFAULTS.augment, "--augment", help="Training augmentation. standard: flips, quarter turns, +-18 degree rotations, mild colour jitter; strong: flips, any rotation, scale 0.8-1.25, +-10% shifts (reflected borders), brightness/contrast/saturation +-20%; none."),
+    no_augment: bool = typer.Option(False, "--no-augment", help="Same as --augment none (kept for older scripts)."),
     data_format: DataFormat = typer.Option(DataFormat.auto, "--format", help="Dataset layout; auto detects it."),
     monitor: Monitor = typer.Option(_DEFAULTS.monitor, "--monitor", help="Validation metric (inference mode) that picks the best epoch and stops early."),
     patience: int = typer.Option(_DEFAULTS.patience, "--patience", min=1, help="Epochs without improvement before stopping."),
@@ -90,13 +108,22 @@ def train(
 
     if resume and epochs is None and runs.is_run_dir(output):
         epochs = runs.load_run(output).options.epochs
+    if no_augment and augment != Augment(_DEFAULTS.augment):
+        raise EdgeclsError(f"--no-augment and --augment {augment.value} disagree: pass one of them")
+    if weight_decay is not None and optimizer != Optimizer.adamw:
+        raise EdgeclsError("--weight-decay applies to --optimizer adamw only (Adam has no decoupled weight decay)")
+    if warmup_fraction is not None and lr_schedule != Schedule.one_cycle:
+        raise EdgeclsError("--warmup-fraction applies to --lr-schedule one-cycle only (cosine warms up for one epoch)")
     options = TrainOptions(
         model=model, image_size=image_size, epochs=epochs or _DEFAULTS.epochs, batch_size=batch_size,
-        learning_rate=lr, lr_schedule=lr_schedule.value, imbalance=imbalance.value, augment=augment,
+        learning_rate=lr, optimizer=optimizer.value, lr_schedule=lr_schedule.value,
+        label_smoothing=label_smoothing, imbalance=imbalance.value, augment="none" if no_augment else augment.value,
         data_format=data_format.value, monitor=monitor.value, patience=patience, val_fraction=val_fraction,
         test_fraction=test_fraction, limit=limit, weights=weights, seed=seed, strategy=strategy.value,
         mixed_precision=mixed_precision.value, resume=resume, force=force,
         verbose=1 if sys.stdout.isatty() else 2,
+        **({} if weight_decay is None else {"weight_decay": weight_decay}),
+        **({} if warmup_fraction is None else {"warmup_fraction": warmup_fraction}),
     )  # fmt: skip
     try:
         train_model(options, data, output, echo=typer.echo)
@@ -113,12 +140,14 @@ def evaluate(
     output: Optional[Path] = typer.Option(None, "--output", "-o", help="Report folder (default: RUN/evaluate/<model>-<split>)."),
     data_format: DataFormat = typer.Option(DataFormat.auto, "--format", help="Dataset layout; auto detects it."),
     force: bool = typer.Option(False, "--force", help="Replace an earlier report in the output folder."),
+    tta: bool = typer.Option(False, "--tta", help="A .tflite model averaged over flips, as `classify --tta` runs it (4x the invokes)."),
 ) -> None:
-    """Evaluate a Keras or TFLite model on a dataset: metrics.json, plots, report.md."""
+    """Evaluate a Keras or TFLite model on a dataset: metrics.json (with calibration error, accuracy
+    against coverage, malignant-vs-benign sensitivity and specificity), plots, report.md."""
     from edgecls.train.evaluate import evaluate_model_file
 
-    written = evaluate_model_file(model, data=data, run_dir=run, split=split.value if split else None,
-                                  output=output, data_format=data_format.value, echo=typer.echo, force=force)  # fmt: skip
+    written = evaluate_model_file(model, data=data, run_dir=run, split=split.value if split else None, output=output,
+                                  data_format=data_format.value, echo=typer.echo, force=force, tta=tta)  # fmt: skip
     typer.echo(f"wrote {len(written)} files to {written[0].parent}: " + ", ".join(p.name for p in written))
 
 

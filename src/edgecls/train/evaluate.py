@@ -173,7 +173,7 @@ def evaluate_split(name: str, predict: Predictor, dataset, items: pd.DataFrame, 
                    operating_point: dict | None = None) -> SplitResult:  # fmt: skip
     """Metrics of one split; `groups` (default: the dataset's malignant group, if edgecls knows
     it) adds each group's sensitivity and specificity at `operating_point` (the model's own)."""
-    from edgecls.clinical_metrics import default_groups, group_metrics
+    from edgecls.clinical_metrics import default_groups, ece_sampling_floor, group_metrics
 
     keys = items["key"].tolist()
     probabilities = predict_dataset(predict, dataset, keys, size, progress=progress)
@@ -181,6 +181,7 @@ def evaluate_split(name: str, predict: Predictor, dataset, items: pd.DataFrame, 
         raise EdgeclsError(f"the model outputs {probabilities.shape[1]} classes but has {len(model_labels)} labels")
     y_true = label_indices(dataset.labels, model_labels, items["label_index"].to_numpy())
     metrics = compute_metrics(y_true, probabilities, model_labels)
+    metrics["calibration"]["ece_sampling_floor"] = ece_sampling_floor(probabilities)
     groups = default_groups(list(model_labels)) if groups is None else groups
     if groups:
         metrics["groups"] = group_metrics(y_true, probabilities, list(model_labels), groups, operating_point)

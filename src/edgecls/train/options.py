@@ -9,8 +9,15 @@ from typing import Any, Optional
 from edgecls.errors import EdgeclsError
 
 IMBALANCE_CHOICES = ("class-weights", "balanced-sampling", "none")
-MONITOR_CHOICES = ("val_balanced_accuracy", "val_auc", "val_accuracy", "val_loss")
-SCHEDULE_CHOICES = ("cosine", "plateau")
+# val_acc_balacc_mean: the mean of val_accuracy and val_balanced_accuracy (one number that
+# neither lets the majority class nor the rare classes alone pick the epoch).
+MONITOR_CHOICES = ("val_balanced_accuracy", "val_auc", "val_accuracy", "val_loss", "val_acc_balacc_mean")
+SCHEDULE_CHOICES = ("cosine", "plateau", "one-cycle")
+OPTIMIZER_CHOICES = ("adam", "adamw")
+# none; standard: flips, quarter turns, +-18 degree rotations, mild colour jitter (the recipe
+# before issue 14); strong: flips, any rotation, scale 0.8-1.25, +-10% shifts (reflected
+# borders), brightness/contrast/saturation +-20% (pipeline.StrongAugmenter).
+AUGMENT_CHOICES = ("none", "standard", "strong")
 STRATEGY_CHOICES = ("default", "mirrored")
 MIXED_PRECISION_CHOICES = ("auto", "on", "off")
 FORMAT_CHOICES = ("auto", "ham10000", "folders", "hmnist")
@@ -25,14 +32,23 @@ class TrainOptions:
     image_size: int = 94  # square side in pixels; DESIGN.md default
     epochs: int = 30
     batch_size: int = 32
-    learning_rate: float = 2e-3
-    lr_schedule: str = "cosine"  # cosine decay after a linear warmup, or ReduceLROnPlateau
+    learning_rate: float = 2e-3  # the peak learning rate
+    optimizer: str = "adam"  # adam, or adamw (decoupled weight decay, `weight_decay`)
+    weight_decay: float = 0.02  # AdamW only: each step multiplies weights by 1 - lr * weight_decay
+    # cosine: cosine decay after a linear warmup of `warmup_epochs`; plateau: ReduceLROnPlateau;
+    # one-cycle: linear warm-up over `warmup_fraction` of all steps, then cosine to ~0 (recipe.OneCycle).
+    lr_schedule: str = "cosine"
     warmup_epochs: int = 1
+    warmup_fraction: float = 0.05  # one-cycle only
+    label_smoothing: float = 0.0  # targets (1 - e) * one-hot + e / classes; 0: plain cross-entropy
     # class-weights: loss weights from sklearn's "balanced" weights raised to class_weight_power
     # (0.5 softens them: full inverse frequency trades too much overall accuracy on HAM10000).
+    # Balanced weights are n / (k * count) = (max count / count) * n / (k * max count), so these are
+    # the "(max count / count) ** power" weights up to one constant factor (which Adam and AdamW
+    # are insensitive to): one way to weight classes, not two.
     imbalance: str = "class-weights"
     class_weight_power: float = 0.5
-    augment: bool = True
+    augment: str = "standard"  # AUGMENT_CHOICES; True/False (older configs) mean standard/none
     patience: int = 8  # epochs without improvement of `monitor` before stopping
     monitor: str = "val_balanced_accuracy"  # computed in inference mode on the validation split
     seed: int = 1234
@@ -49,6 +65,10 @@ class TrainOptions:
     force: bool = False
     verbose: int = 2  # Keras fit verbosity: 1 progress bar, 2 one line per epoch
 
+    def __post_init__(self) -> None:
+        if isinstance(self.augment, bool):  # config.json before issue 14, and older callers
+            self.augment = "standard" if self.augment else "none"
+
     @property
     def size(self) -> tuple[int, int]:
         return (self.image_size, self.image_size)
@@ -60,6 +80,8 @@ class TrainOptions:
         _choice("--imbalance", self.imbalance, IMBALANCE_CHOICES)
         _choice("--monitor", self.monitor, MONITOR_CHOICES)
         _choice("--lr-schedule", self.lr_schedule, SCHEDULE_CHOICES)
+        _choice("--optimizer", self.optimizer, OPTIMIZER_CHOICES)
+        _choice("--augment", self.augment, AUGMENT_CHOICES)
         _choice("--strategy", self.strategy, STRATEGY_CHOICES)
         _choice("--mixed-precision", self.mixed_precision, MIXED_PRECISION_CHOICES)
         _choice("--format", self.data_format, FORMAT_CHOICES)
@@ -69,6 +91,12 @@ class TrainOptions:
                 raise EdgeclsError(f"{flag} must be at least {low}, got {value}")
         if not self.learning_rate > 0:
             raise EdgeclsError(f"--lr must be positive, got {self.learning_rate}")
+        if not 0 <= self.weight_decay < 1:
+            raise EdgeclsError(f"--weight-decay must be in [0, 1), got {self.weight_decay}")
+        if not 0 <= self.warmup_fraction < 1:
+            raise EdgeclsError(f"--warmup-fraction must be in [0, 1), got {self.warmup_fraction}")
+        if not 0 <= self.label_smoothing < 1:
+            raise EdgeclsError(f"--label-smoothing must be in [0, 1), got {self.label_smoothing}")
         if not (0 < self.val_fraction < 1 and 0 <= self.test_fraction < 1 and self.val_fraction + self.test_fraction < 1):
             raise EdgeclsError(
                 f"split fractions must leave images to train on: val {self.val_fraction}, test {self.test_fraction}"

@@ -68,11 +68,14 @@ def training_dataset(
     batch_size: int,
     num_classes: int,
     seed: int,
-    augment: bool = True,
+    augment: bool | str = True,
     balanced: bool = False,
     cache: str | None = "",
 ):
     """Shuffled, augmented, batched training data, and the number of steps per epoch.
+
+    augment: "none", "standard" (`Augmenter`) or "strong" (`StrongAugmenter`); True/False mean
+    standard/none.
 
     balanced=True draws every class equally often (each class cached, repeated and shuffled
     on its own, then `sample_from_datasets`); an epoch is still len(labels) images.
@@ -93,8 +96,11 @@ def training_dataset(
         ds = image_dataset(tf, sources, labels, size, cache)
         ds = ds.shuffle(len(labels), seed=seed, reshuffle_each_iteration=True)
     ds = ds.map(lambda image, label: (to_float(tf, image), label), num_parallel_calls=AUTOTUNE)
-    if augment:
-        augmenter = Augmenter(tf, seed)
+    level = ("standard" if augment else "none") if isinstance(augment, bool) else augment
+    if level not in ("none", "standard", "strong"):
+        raise ValueError(f"augment must be none, standard or strong, got {augment!r}")
+    if level != "none":
+        augmenter = StrongAugmenter(tf) if level == "strong" else Augmenter(tf, seed)
         ds = ds.map(lambda image, label: (augmenter(image), label), num_parallel_calls=AUTOTUNE)
     return ds.batch(batch_size).prefetch(AUTOTUNE), steps
 
@@ -138,4 +144,57 @@ class Augmenter:
         image = tf.image.random_contrast(image, 1 - self.contrast, 1 + self.contrast)
         image = tf.image.random_saturation(image, 1 - self.saturation, 1 + self.saturation)
         image = tf.image.random_hue(image, self.hue)
+        return tf.clip_by_value(image, 0.0, 1.0)
+
+
+class StrongAugmenter:
+    """The "strong" level (issue 14's recipe): flips on both axes, then one projective warp
+    that rotates anywhere in +-180 degrees, scales by 0.8-1.25 (log-uniform, so zooming in and
+    out are equally likely) and shifts by up to +-10% of each side, with reflected borders
+    (dermoscopy and smears have skin or plasma at the edges, not black), then brightness,
+    contrast and saturation each by a factor in 0.8-1.2. One float 0..1 image in, same shape
+    and range out. The warp is a single ImageProjectiveTransformV3 (bilinear): one pass over
+    the pixels on the CPU, whatever the rotation, scale and shift. Random draws come from
+    TensorFlow's op seeds, which `keras.utils.set_random_seed` fixes, like `Augmenter`'s."""
+
+    def __init__(self, tf, max_degrees: float = 180.0, scale: tuple[float, float] = (0.8, 1.25),
+                 shift: float = 0.1, brightness: float = 0.2, contrast: float = 0.2, saturation: float = 0.2):  # fmt: skip
+        self.tf = tf
+        self.max_radians = math.radians(max_degrees)
+        self.log_scale = (math.log(scale[0]), math.log(scale[1]))
+        self.shift, self.brightness, self.contrast, self.saturation = shift, brightness, contrast, saturation
+
+    def transform(self, height, width, angle, scale, dx, dy):
+        """The 8 projective coefficients mapping an output pixel to the input pixel it samples:
+        output = c + scale * R(angle) (input - c) + (dx, dy), about the centre c, inverted."""
+        tf = self.tf
+        cx, cy = (tf.cast(width, tf.float32) - 1) / 2, (tf.cast(height, tf.float32) - 1) / 2
+        cos, sin = tf.cos(angle) / scale, tf.sin(angle) / scale
+        a0, a1, b0, b1 = cos, sin, -sin, cos
+        a2 = cx - a0 * (cx + dx) - a1 * (cy + dy)
+        b2 = cy - b0 * (cx + dx) - b1 * (cy + dy)
+        zero = tf.zeros_like(a0)
+        return tf.stack([a0, a1, a2, b0, b1, b2, zero, zero])
+
+    def warp(self, image, transform):
+        tf = self.tf
+        size = tf.shape(image)[:2]
+        warped = tf.raw_ops.ImageProjectiveTransformV3(
+            images=image[None], transforms=transform[None], output_shape=size, fill_value=0.0,
+            interpolation="BILINEAR", fill_mode="REFLECT")  # fmt: skip
+        return warped[0]
+
+    def __call__(self, image):
+        tf = self.tf
+        image = tf.image.random_flip_left_right(image)
+        image = tf.image.random_flip_up_down(image)
+        height, width = tf.shape(image)[0], tf.shape(image)[1]
+        angle = tf.random.uniform((), -self.max_radians, self.max_radians)
+        scale = tf.exp(tf.random.uniform((), *self.log_scale))
+        dx = tf.random.uniform((), -self.shift, self.shift) * tf.cast(width, tf.float32)
+        dy = tf.random.uniform((), -self.shift, self.shift) * tf.cast(height, tf.float32)
+        image = self.warp(image, self.transform(height, width, angle, scale, dx, dy))
+        image = image * tf.random.uniform((), 1 - self.brightness, 1 + self.brightness)
+        image = tf.image.random_contrast(image, 1 - self.contrast, 1 + self.contrast)
+        image = tf.image.random_saturation(tf.clip_by_value(image, 0.0, 1.0), 1 - self.saturation, 1 + self.saturation)
         return tf.clip_by_value(image, 0.0, 1.0)

@@ -116,7 +116,9 @@ def _markdown(title: str, facts: dict[str, Any], results: Sequence[SplitResult],
 def clinical_markdown(split: str, metrics: dict) -> list[str]:
     """Calibration error, accuracy against coverage, and each class group's operating point."""
     lines = ["", f"## Calibration and abstention ({split})", "",
-             f"Expected calibration error (10 bins of top-1 confidence): **{metrics['calibration']['ece']:.3f}**.", "",
+             f"Expected calibration error (10 bins of top-1 confidence): **{metrics['calibration']['ece']:.3f}**"
+             + (f" (a perfectly calibrated model would show {floor['mean']:.3f} ± {floor['std']:.3f} here, from sampling alone)."
+                if (floor := metrics["calibration"].get("ece_sampling_floor")) else "."), "",
              "Answering only when the top probability reaches a minimum (`classify --min-confidence`), "
              "the rest being `uncertain`:", "",
              "| min confidence | images answered | accuracy of those |", "|---:|---:|---:|"]  # fmt: skip

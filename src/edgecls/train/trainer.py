@@ -2,8 +2,9 @@
 
 The Python API behind `edgecls train`, also used by `edgecls demo`. Steps: load the dataset,
 split it (grouped, stratified; reused on --resume), stream it through tf.data, fit with Adam
-and a cosine schedule, keep the best epoch by a validation metric measured in inference mode,
-save it as model.keras, then evaluate it on the validation and test splits.
+or AdamW and a cosine or one-cycle schedule, keep the best epoch by a validation metric
+measured in inference mode, save it as model.keras, then evaluate it on the validation and
+test splits.
 """
 
 from __future__ import annotations
@@ -151,8 +152,8 @@ def fit_model(options: TrainOptions, dataset, split: pd.Series, run_dir: Path, e
     with precision_policy(keras, tf, options.mixed_precision) as mixed:
         with strategy.scope():
             model = create_model(options.model, (*options.size, 3), len(labels), weights=options.weights)
-            model.compile(optimizer=keras.optimizers.Adam(learning_rate_schedule(keras, options, steps)),
-                          loss=keras.losses.SparseCategoricalCrossentropy(), metrics=["accuracy"])  # fmt: skip
+            model.compile(optimizer=make_optimizer(keras, options, learning_rate_schedule(keras, options, steps)),
+                          loss=make_loss(keras, options), metrics=["accuracy"])  # fmt: skip
         extras = (", mixed precision" if mixed else "") + (
             f", {strategy.num_replicas_in_sync} replicas" if options.strategy == "mirrored" else "")  # fmt: skip
         echo(f"model: {options.model}, {model.count_params():,} parameters, "
@@ -206,10 +207,32 @@ def _callbacks(tf, keras, options, train_sources, y_train, val_data, y_val, labe
     return callbacks
 
 
+def make_optimizer(keras, options: TrainOptions, learning_rate):
+    """Adam, or AdamW with decoupled weight decay on every weight (as PyTorch's AdamW does)."""
+    if options.optimizer == "adamw":
+        return keras.optimizers.AdamW(learning_rate, weight_decay=options.weight_decay)
+    return keras.optimizers.Adam(learning_rate)
+
+
+def make_loss(keras, options: TrainOptions):
+    """Cross-entropy on integer labels; label-smoothed when asked (works with class weights)."""
+    if options.label_smoothing > 0:
+        from edgecls.train.recipe import SmoothedSparseCrossentropy
+
+        return SmoothedSparseCrossentropy(options.label_smoothing)
+    return keras.losses.SparseCategoricalCrossentropy()
+
+
 def learning_rate_schedule(keras, options: TrainOptions, steps_per_epoch: int):
-    """Cosine decay to 1% after a linear warmup (helps Adam and BatchNorm settle); plateau: constant."""
+    """cosine: cosine decay to 1% after a linear warmup (helps Adam and BatchNorm settle);
+    one-cycle: warm-up over a fraction of all steps, then cosine to ~0; plateau: constant."""
     if options.lr_schedule == "plateau":
         return options.learning_rate
+    if options.lr_schedule == "one-cycle":
+        from edgecls.train.recipe import OneCycle
+
+        total = options.epochs * steps_per_epoch
+        return OneCycle(options.learning_rate, total, round(options.warmup_fraction * total))
     total = options.epochs * steps_per_epoch
     warmup = min(options.warmup_epochs * steps_per_epoch, total // 2)
     return keras.optimizers.schedules.CosineDecay(
