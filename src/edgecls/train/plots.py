@@ -88,12 +88,17 @@ def plot_roc(y_true: np.ndarray, probabilities: np.ndarray, labels: Sequence[str
         fpr, tpr, _ = roc_curve(positives, probabilities[:, c])
         ax.plot(fpr, tpr, linewidth=1.5, label=f"{label} (AUC {auc(fpr, tpr):.3f})")
     ax.plot([0, 1], [0, 1], color="grey", linestyle="--", linewidth=1)
-    ax.set_xlabel("false positive rate")
-    ax.set_ylabel("true positive rate")
-    ax.set_title(title)
-    ax.legend(fontsize=8, loc="lower right")
-    ax.grid(alpha=0.3)
+    _unit_square(ax, "false positive rate", "true positive rate", title, "lower right")
     return save_figure(fig, path)
+
+
+def _unit_square(ax, xlabel: str, ylabel: str, title: str, legend: str) -> None:
+    """Labels, title, legend and grid of a plot of rates against rates (ROC, reliability)."""
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.set_title(title)
+    ax.legend(fontsize=8, loc=legend)
+    ax.grid(alpha=0.3)
 
 
 def plot_reliability(curves: dict[str, Sequence[dict]], path: Path, title: str) -> Path:
@@ -112,11 +117,7 @@ def plot_reliability(curves: dict[str, Sequence[dict]], path: Path, title: str) 
                     ax.annotate(str(ni), (xi, yi), textcoords="offset points", xytext=(4, -10), fontsize=7)
     ax.set_xlim(0, 1)
     ax.set_ylim(0, 1)
-    ax.set_xlabel("mean top-1 confidence in bin")
-    ax.set_ylabel("accuracy in bin")
-    ax.set_title(title)
-    ax.legend(fontsize=8, loc="upper left")
-    ax.grid(alpha=0.3)
+    _unit_square(ax, "mean top-1 confidence in bin", "accuracy in bin", title, "upper left")
     return save_figure(fig, path)
 
 
