@@ -88,20 +88,22 @@ class TrainedRun:
         table.index.name = "split"
         return table
 
-    def per_class(self, split: str = "test") -> pd.DataFrame:
-        """Precision, recall, F1, support and AUC per class on `split` ("val" or "test")."""
+    def _split_metrics(self, split: str) -> dict:
         part = self.metrics.get(split)
         if not isinstance(part, dict):
             raise EdgeclsError(f"{self.path}: no metrics for split {split!r} (evaluated: {', '.join(self._evaluated()) or 'none'})")
+        return part
+
+    def per_class(self, split: str = "test") -> pd.DataFrame:
+        """Precision, recall, F1, support and AUC per class on `split` ("val" or "test")."""
+        part = self._split_metrics(split)
         table = pd.DataFrame.from_dict(part.get("per_class", {}), orient="index")
         table.index.name = "label"
         return table
 
     def confusion_matrix(self, split: str = "test") -> pd.DataFrame:
         """Counts of true class (rows) by predicted class (columns) on `split`."""
-        part = self.metrics.get(split)
-        if not isinstance(part, dict):
-            raise EdgeclsError(f"{self.path}: no metrics for split {split!r} (evaluated: {', '.join(self._evaluated()) or 'none'})")
+        part = self._split_metrics(split)
         labels = self.metrics.get("labels", self.labels)
         return pd.DataFrame(part["confusion_matrix"], index=pd.Index(labels, name="true"), columns=pd.Index(labels, name="predicted"))
 
