@@ -39,7 +39,7 @@ REAL_HEAVY = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "h
 
 def edge_cnn():
     """The realistic model: the project's `edge-cnn` when the registry exists, else a stand-in."""
-    from edgecls.train.tf_env import import_tf
+    from edgecls.core.tf_env import import_tf
 
     _, keras = import_tf()
     keras.utils.set_random_seed(0)
@@ -82,7 +82,7 @@ def convert(model, mode: str, samples: int = 32, seed: int = 0) -> bytes:
     """float32, or full int8 (int8 in and out) calibrated on random images (pixel / 255);
     mode "qat": the model wrapped for quantization-aware training by tfmot (never trained: the
     speed of a QAT file does not depend on its weights), then converted the same way."""
-    from edgecls.train.tf_env import import_tf
+    from edgecls.core.tf_env import import_tf
 
     tf, _ = import_tf()
     if mode == "qat":

@@ -180,3 +180,23 @@ def test_python_floor(benchmark):
     """The floor: a bare interpreter importing numpy, Pillow and LiteRT, nothing else."""
     argv = [sys.executable, "-c", "import numpy, PIL.Image, ai_edge_litert.interpreter; print('ok')"]
     _measure(benchmark, argv, "import numpy+Pillow+LiteRT", (b"ok",), with_target=False)
+
+
+IMPORT_EXTRA_RSS_TARGET_MIB = 2.0
+
+
+def test_import_edgecls(benchmark):
+    """`import edgecls`, what a notebook or an app pays before using anything: the package loads
+    its API lazily (no numpy, pandas or TensorFlow), so it should cost about a bare interpreter."""
+    argv = [sys.executable, "-c", "import edgecls; print(len(edgecls.__all__))"]
+    bare = [sys.executable, "-c", "print('ok')"]
+    ab = interleaved_medians({"import": Child(argv), "bare": Child(bare)}, rounds=5, warmup=1)
+    extra_rss = peak_rss_mib(argv) - peak_rss_mib(bare)
+    extra = {
+        "ab_import_edgecls_s": ab["import"] / 1000,
+        "ab_bare_python_s": ab["bare"] / 1000,
+        "extra_rss_mib": round(extra_rss, 2),
+        "target": f"< {IMPORT_EXTRA_RSS_TARGET_MIB:g} MiB over a bare interpreter",
+        "meets_rss": bool(extra_rss < IMPORT_EXTRA_RSS_TARGET_MIB),
+    }
+    _measure(benchmark, argv, "import edgecls", (b"2",), with_target=False, extra=extra)

@@ -115,7 +115,7 @@ def test_int8_vs_float_by_model_kind(benchmark, edge_models, bench_dir, kind):
 
 def test_keras_predict_baseline(benchmark, edge_models):
     """Keras `model.predict` on one image (float), against the float .tflite on one thread."""
-    from edgecls.train.tf_env import import_tf
+    from edgecls.core.tf_env import import_tf
 
     _, keras = import_tf()
     model = keras.models.load_model(edge_models["keras"], compile=False)

@@ -21,13 +21,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from calibrate_tflite import calibrate_in_place  # noqa: E402
 from model_card import _load, clinical_section  # noqa: E402
 
+from edgecls.data.datasets import load_dataset  # noqa: E402
+from edgecls.data.split import load_split, save_split  # noqa: E402
 from edgecls.edge_runtime.builtin import builtin_models  # noqa: E402
-from edgecls.edge_runtime.metadata import read_metadata, write_metadata  # noqa: E402
-from edgecls.train import run as runs  # noqa: E402
-from edgecls.train.datasets import load_dataset  # noqa: E402
+from edgecls.edge_runtime.metadata import read_metadata, tflite_schema, write_metadata  # noqa: E402
 from edgecls.train.evaluate import evaluate_model_file  # noqa: E402
 from edgecls.train.options import TrainOptions  # noqa: E402
-from edgecls.train.split import load_split, save_split  # noqa: E402
+from edgecls.train.run import write_run_config  # noqa: E402
 
 DATA = {"ham10000": "ham10000", "all-blood": "blood"}
 MODELS = Path(__file__).resolve().parents[1] / "src" / "edgecls" / "models"
@@ -41,37 +41,58 @@ def evaluation_run(name: str, data_root: Path) -> Path:
     run_dir.mkdir(parents=True, exist_ok=True)
     dataset = load_dataset(data_root / DATA[name])
     save_split(run_dir, dataset, load_split(MODELS / f"{name}.split.csv", dataset))
-    runs.write_run_config(run_dir, data_root / DATA[name], dataset, TrainOptions(image_size=94))
+    write_run_config(run_dir, data_root / DATA[name], dataset, TrainOptions(image_size=94))
     return run_dir
+
+
+def probabilities_only(model_bytes: bytes) -> bytes:
+    """The model with its first output (the quantized probabilities) only: the logits output
+    (convert.retype_io.add_logits_output) is dropped from the outputs, the maths stay."""
+    import flatbuffers
+
+    schema = tflite_schema()
+    model = schema.ModelT.InitFromPackedBuf(bytearray(model_bytes), 0)
+    model.subgraphs[0].outputs = model.subgraphs[0].outputs[:1]
+    for signature in model.signatureDefs or []:
+        signature.outputs = (signature.outputs or [])[:1]
+    builder = flatbuffers.Builder(len(model_bytes))
+    builder.Finish(model.Pack(builder), file_identifier=b"TFL3")
+    return bytes(builder.Output())
 
 
 def evaluate(model: Path, run_dir: Path, folder: str, split: str, tta: bool = False) -> dict:
     output = run_dir / "evaluate" / folder
-    evaluate_model_file(model, run_dir=run_dir, split=split, output=output, force=True, tta=tta, echo=lambda _: None)
+    evaluate_model_file(model, run_dir=run_dir, split=split, output=output, force=True, tta=tta)
     return _load(output / "metrics.json")[split]
 
 
 def main(data_root: Path) -> None:
     for name, model in builtin_models().items():
         run_dir = evaluation_run(name, data_root)
-        with tempfile.TemporaryDirectory() as tmp:  # the file uncalibrated, for "before" figures (reruns too)
+        # "Before": the file as it shipped before calibration, read as any runtime reads it (the
+        # quantized softmax output at temperature 1), so reruns compare against the same thing.
+        with tempfile.TemporaryDirectory() as tmp:
             before = Path(tmp) / model.name
             meta = read_metadata(model.read_bytes())
-            meta.temperature, meta.groups, meta.operating_point = 1.0, {}, {}
-            before.write_bytes(write_metadata(model.read_bytes(), meta))
+            meta.temperature, meta.groups, meta.operating_point, meta.logits_output = 1.0, {}, {}, ""
+            before.write_bytes(write_metadata(probabilities_only(model.read_bytes()), meta))
             before_test = evaluate(before, run_dir, "before-test", "test")
             before_val = evaluate(before, run_dir, "before-val", "val")
         result = calibrate_in_place(model, data_root / DATA[name], MODELS / f"{name}.split.csv")
         int8 = {split: evaluate(model, run_dir, f"model_int8-{split}", split) for split in ("val", "test")}
         tta = {split: evaluate(model, run_dir, f"model_int8-{split}-tta", split, tta=True) for split in ("val", "test")}
-        calibration = result.to_dict() | {"ece_before": before_test["calibration"]["ece"]}
+        calibration = result.to_dict() | {
+            "ece_before": before_test["calibration"]["ece"],
+            "macro_auc_before": before_test["macro_auc"],
+            "group_auc_before": {group: rates["auc"] for group, rates in (before_test.get("groups") or {}).items()},
+        }
         section = "\n".join(clinical_section(name, {"calibration": calibration}, int8, tta))
         card = MODELS / f"{name}.md"
         text = card.read_text(encoding="utf-8")
         if SECTION in text:  # replace the section up to the next heading
             start = text.index(SECTION)
             end = text.find("\n## ", start + len(SECTION))
-            text = text[:start] + section + "\n" + (text[end + 1 :] if end != -1 else "")
+            text = text[:start] + section + "\n\n" + (text[end + 1 :] if end != -1 else "")
         else:
             marker = text.index("## Known limits")
             text = text[:marker] + section + "\n\n" + text[marker:]

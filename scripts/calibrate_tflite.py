@@ -15,13 +15,13 @@ import argparse
 import json
 from pathlib import Path
 
-from edgecls.clinical_metrics import default_groups
 from edgecls.convert.calibrate import calibrate_file
 from edgecls.convert.samples import ConversionData
+from edgecls.core.clinical_metrics import default_groups
+from edgecls.data.datasets import load_dataset
+from edgecls.data.split import load_split
 from edgecls.edge_runtime.metadata import read_metadata, write_metadata
-from edgecls.io import write_bytes_atomic
-from edgecls.train.datasets import load_dataset
-from edgecls.train.split import load_split
+from edgecls.files import write_bytes_atomic
 
 
 def calibrate_in_place(model: Path, data: Path, split: Path, target_sensitivity: float = 0.9):

@@ -142,11 +142,22 @@ def clinical_section(name: str, qat: dict, int8: dict, tta: dict) -> list[str]:
         f"this int8 file's own outputs and applied by the device. Expected calibration error (10 bins) "
         f"{calibration.get('ece_before', float('nan')):.3f} before, **{test['calibration']['ece']:.3f}** after; a perfectly "
         f"calibrated model with these probabilities would show {test['calibration']['ece_sampling_floor']['mean']:.3f} ± "
-        f"{test['calibration']['ece_sampling_floor']['std']:.3f} on these {test['images']} images from sampling alone. "
+        f"{test['calibration']['ece_sampling_floor']['std']:.3f} on these {test['images']} images from sampling alone.",
         "",
         f"![Reliability diagram of the int8 file on the test split]({name}.reliability.png)",
         "",
     ]
+    if "macro_auc_before" in calibration:
+        lines += [
+            "- Probabilities from logits: the file's second output is the softmax's input, so the device computes the "
+            "probabilities itself, in float; read from the quantized softmax (the first output, what other runtimes "
+            "show), every probability under 1/512 is exactly 0 and images tie. Test macro ROC AUC "
+            f"**{test['macro_auc']:.3f}** (from the quantized softmax: {calibration['macro_auc_before']:.3f})"
+            + "".join(f", {group} vs the rest {rates.get('auc', float('nan')):.3f} ({calibration['group_auc_before'].get(group, float('nan')):.3f})"
+                      for group, rates in (test.get("groups") or {}).items())
+            + ".",
+            "",
+        ]
     point = (int8["val"].get("groups") or {})
     for group, rates in (test.get("groups") or {}).items():
         lines.append(
@@ -173,7 +184,7 @@ def clinical_section(name: str, qat: dict, int8: dict, tta: dict) -> list[str]:
 def stamp_licence(model_path: Path, key: str) -> None:
     """Put the data's attribution, licence and intended use into the shipped file's own metadata."""
     from edgecls.edge_runtime.metadata import read_metadata, write_metadata
-    from edgecls.io import write_bytes_atomic
+    from edgecls.files import write_bytes_atomic
 
     raw = model_path.read_bytes()
     meta = read_metadata(raw)

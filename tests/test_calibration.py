@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from tiny_models import colour_keras_model, convert
 
-from edgecls.clinical_metrics import (
+from edgecls.core.clinical_metrics import (
     binary_rates,
     coverage_curve,
     expected_calibration_error,
@@ -240,7 +240,7 @@ def test_classify_reports_group_probability_flag_abstention_and_tta(position_flo
 
 
 def test_ece_sampling_floor_is_what_a_calibrated_model_shows_and_below_a_miscalibrated_one():
-    from edgecls.clinical_metrics import ece_sampling_floor
+    from edgecls.core.clinical_metrics import ece_sampling_floor
 
     probabilities, labels = overconfident(n=3000)
     floor = ece_sampling_floor(probabilities, draws=50)

@@ -201,9 +201,9 @@ def test_streamed_output_is_what_write_records_writes(colour_models, tmp_path, f
     """json and csv are written record by record as a run goes; the text is unchanged."""
     import contextlib
 
+    from edgecls.cli.output import record_stream, write_records
     from edgecls.edge_runtime.batch import classify_paths, collect_images
     from edgecls.edge_runtime.classifier import TFLiteClassifier
-    from edgecls.report_format import record_stream, write_records
 
     paths = collect_images([_many_images(tmp_path / "many", 12)])
     results = list(classify_paths(TFLiteClassifier(colour_models["int8"]), paths))
@@ -227,7 +227,7 @@ def test_streamed_output_is_what_write_records_writes(colour_models, tmp_path, f
 
 
 def test_interrupted_run_leaves_no_output_file(colour_models, tmp_path):
-    from edgecls.report_format import record_stream
+    from edgecls.cli.output import record_stream
 
     out = tmp_path / "results.json"
     with pytest.raises(KeyboardInterrupt), record_stream("json", out):

@@ -80,8 +80,8 @@ def small_cnn(keras, num_classes: int, batch_norm: bool = True):
 
 @pytest.fixture(scope="module")
 def patterns(tmp_path_factory):
-    from edgecls.train.datasets import load_dataset
-    from edgecls.train.split import make_split
+    from edgecls.data.datasets import load_dataset
+    from edgecls.data.split import make_split
 
     root = write_patterns(tmp_path_factory.mktemp("data") / "patterns", PER_CLASS, seed=0)
     dataset = load_dataset(root)
@@ -90,7 +90,7 @@ def patterns(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def trained(patterns):
-    from edgecls.train.tf_env import import_tf
+    from edgecls.core.tf_env import import_tf
 
     _, dataset, split = patterns
     _, keras = import_tf()
@@ -184,7 +184,11 @@ def test_full_integer_files_are_integer_only_with_the_pixel_as_uint8_input(every
         tensor = described["input"]
         assert tensor["dtype"] == "uint8" and tensor["quantization"]["zero_point"] == 0
         assert tensor["quantization"]["scale"] == pytest.approx(1 / 255, rel=1e-6)
-        assert described["output"]["dtype"] == "uint8" and check.op_counts["QUANTIZE"] == 2
+        # Two outputs: the probabilities (what MediaPipe reads) and the softmax's input, the logits
+        # (what edgecls reads: no 1/256 steps), each handed out as uint8 by a QUANTIZE.
+        assert [o["name"] for o in described["outputs"]][1] == "logits" and described["output"]["name"] == "logits"
+        assert all(o["dtype"] == "uint8" for o in described["outputs"]) and check.op_counts["QUANTIZE"] == 3
+        assert TFLiteClassifier(output / row.file).metadata.logits_output == "logits"
     # Float files are not full-integer and are not gated.
     assert report.row("float32").integer_only is None and report.row("dynamic").gate is None
 
@@ -229,7 +233,7 @@ def test_every_file_loads_in_mediapipe_tasks_with_labels_and_classifies_like_edg
 def test_every_file_is_calibrated_on_validation_with_the_groups_operating_point(every_mode, patterns):
     """Temperature and threshold are fitted on the validation split to each file's own outputs,
     stored in its metadata, and measured on the test split; the device applies them."""
-    from edgecls.clinical_metrics import binary_rates
+    from edgecls.core.clinical_metrics import binary_rates
 
     report, output, _ = every_mode
     root, dataset, split = patterns
@@ -280,7 +284,7 @@ def test_qat_activation_ranges_start_from_the_data(trained, patterns):
     fine-tune ReLU ranges would still waste half the int8 levels and logits would clip at +-6.
     Calibration must set them to the float model's actual extremes before fine-tuning."""
     from edgecls.convert.qat import calibrate_activation_ranges, freeze_batch_norm, quantization_aware_model
-    from edgecls.train.tf_env import import_tf
+    from edgecls.core.tf_env import import_tf
 
     _, dataset, split = patterns
     _, keras = import_tf()
@@ -310,7 +314,7 @@ def test_unwrappable_layers_are_named_and_left_to_calibration(patterns, tmp_path
     """GroupNormalization, LSTM and a custom layer in one model: QAT wraps the rest, says which
     layers it left, and the result is still integer-only (GroupNorm swapped for MUL maths)."""
     from edgecls.convert import convert_model
-    from edgecls.train.tf_env import import_tf
+    from edgecls.core.tf_env import import_tf
 
     _, dataset, split = patterns
     _, keras = import_tf()
@@ -361,7 +365,7 @@ def test_op_check_catches_float_islands():
     from edgecls.convert.converter import convert_to_tflite
     from edgecls.convert.rewrite import integer_friendly
     from edgecls.convert.verify import check_ops
-    from edgecls.train.tf_env import import_tf
+    from edgecls.core.tf_env import import_tf
 
     _, keras = import_tf()
     inputs = keras.Input((16, 16, 3))
@@ -380,13 +384,18 @@ def test_every_registry_model_converts_to_full_integer(patterns, tmp_path):
     """Post-training int8 for every registered model; QAT (1 epoch) for the ones tfmot cannot
     wrap whole. Each file must be integer-only. (QAT on every model: the test below.)"""
     from edgecls.convert import convert_model
-    from edgecls.train.models import create_model, list_models, model_spec
+    from edgecls.convert.qat import QatUnavailable, quantization_aware_model
+    from edgecls.train.models import create_model, list_models
 
     _, dataset, split = patterns
     small = _subset(dataset, split, per_class=8)
     for name in list_models():
-        mode = "ptq-int8" if model_spec(name).quantizable else "qat"
         model = create_model(name, (SIZE, SIZE, 3), num_classes=len(dataset.labels))
+        try:  # what QAT conversion asks: can tfmot wrap every layer?
+            wraps_whole = not quantization_aware_model(model)[1].left_float
+        except QatUnavailable:
+            wraps_whole = False
+        mode = "ptq-int8" if wraps_whole else "qat"
         options = ConvertOptions(modes=(mode,), qat_epochs=1, qat_batch_size=16, calibration_size=8, max_drop=100.0)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
@@ -426,9 +435,10 @@ def _subset(dataset, split, per_class: int):
 @pytest.fixture(scope="module")
 def run_folder(patterns, trained, tmp_path_factory):
     """A run folder as `edgecls train` leaves it, written with the train package's own writers."""
-    from edgecls.train import run as runs
+    from edgecls.core import runs
+    from edgecls.data.split import save_split
     from edgecls.train.options import TrainOptions
-    from edgecls.train.split import save_split
+    from edgecls.train.run import write_run_config
 
     root, dataset, split = patterns
     run_dir = tmp_path_factory.mktemp("runs") / "patterns"
@@ -436,7 +446,7 @@ def run_folder(patterns, trained, tmp_path_factory):
     save_split(run_dir, dataset, split)
     # What `trained` did: no augmentation (a rotated stripe is another class here), no class weights.
     options = TrainOptions(model="edge-cnn-small", image_size=SIZE, augment=False, imbalance="none")
-    runs.write_run_config(run_dir, root, dataset, options)
+    write_run_config(run_dir, root, dataset, options)
     runs.save_keras_model(trained, run_dir / runs.MODEL_FILE)
     return run_dir
 
@@ -514,7 +524,7 @@ def test_cli_converts_a_run_folder_by_default_to_float32_and_qat(run_folder, tmp
 
 
 def test_cli_converts_a_keras_file_with_data_labels_and_uint8_io(patterns, trained, tmp_path):
-    from edgecls.train.run import save_keras_model
+    from edgecls.core.runs import save_keras_model
 
     root, dataset, _ = patterns
     model_path = save_keras_model(trained, tmp_path / "pattern.keras")
@@ -623,7 +633,7 @@ def test_divergence_and_agreement_measure_what_they_say():
 
 def test_mixed_precision_models_are_converted_in_float32():
     from edgecls.convert.keras_model import as_float32
-    from edgecls.train.tf_env import import_tf
+    from edgecls.core.tf_env import import_tf
 
     _, keras = import_tf()
     inputs = keras.Input((8, 8, 3))

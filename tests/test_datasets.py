@@ -1,4 +1,4 @@
-"""edgecls.train.datasets: the three layouts as downloaded, what is skipped and why, groups."""
+"""edgecls.data.datasets: the three layouts as downloaded, what is skipped and why, groups."""
 
 from __future__ import annotations
 
@@ -15,10 +15,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from PIL import Image
 
+from edgecls.data import dataset_files as files
+from edgecls.data.datasets import load_dataset, merge_duplicate_groups
 from edgecls.edge_runtime.preprocess import is_image_file, load_image, prepare_image
 from edgecls.errors import EdgeclsError
-from edgecls.train import dataset_files as files
-from edgecls.train.datasets import load_dataset, merge_duplicate_groups
 
 # --- builders ------------------------------------------------------------------------------
 

@@ -10,7 +10,7 @@ import pytest
 from test_train import COLOURS, cli, make_colour_folders
 from tiny_models import colour_keras_model, colour_tflite
 
-from edgecls.train.evaluate import compute_metrics
+from edgecls.core.metrics import compute_metrics
 
 LABELS = ["red", "green", "blue"]  # the tiny colour models' output order
 

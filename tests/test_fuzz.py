@@ -336,8 +336,8 @@ def test_keras_loading_of_damaged_files_fails_cleanly_and_unpickles_nothing(kera
 
     from tf_keras.src.utils import generic_utils
 
-    from edgecls.train.run import load_keras_model
-    from edgecls.train.tf_env import import_tf
+    from edgecls.core.runs import load_keras_model
+    from edgecls.core.tf_env import import_tf
 
     import_tf()
     deserialised: list[str] = []

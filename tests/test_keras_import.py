@@ -36,8 +36,8 @@ runner = CliRunner()
 # -- data and models -----------------------------------------------------------------------------
 @pytest.fixture(scope="module")
 def patterns(tmp_path_factory):
-    from edgecls.train.datasets import load_dataset
-    from edgecls.train.split import make_split
+    from edgecls.data.datasets import load_dataset
+    from edgecls.data.split import make_split
 
     root = write_patterns(tmp_path_factory.mktemp("data") / "patterns", PER_CLASS, seed=3)
     dataset = load_dataset(root)
@@ -76,7 +76,7 @@ def trained(keras, model, pixels, labels, fed: str, epochs: int = 8):
 
 
 def keras3():
-    from edgecls.train.tf_env import import_tf
+    from edgecls.core.tf_env import import_tf
 
     _, tf_keras = import_tf()
     import keras
@@ -88,7 +88,7 @@ def keras3():
 @pytest.fixture(scope="module")
 def user_models(patterns, tmp_path_factory) -> dict[tuple[str, bool], Path]:
     """(format, has Rescaling) -> the saved model, as a user would hand it over."""
-    from edgecls.train.tf_env import import_tf
+    from edgecls.core.tf_env import import_tf
 
     _, _, _, pixels, labels = patterns
     _, tf_keras = import_tf()
@@ -337,9 +337,9 @@ def test_keras3_model_on_real_blood_smears(tmp_path):
     and its parity report, run through the LiteRT interpreter, agrees with float."""
     from edgecls.convert import convert_model
     from edgecls.convert.keras_import import load_user_model
-    from edgecls.train.datasets import load_dataset
-    from edgecls.train.run import stratified_subset
-    from edgecls.train.split import make_split
+    from edgecls.data.datasets import load_dataset
+    from edgecls.data.split import stratified_subset
+    from edgecls.data.split import make_split
 
     dataset = stratified_subset(load_dataset(shared_dataset("blood")), 200, seed=0)
     split = make_split(dataset, seed=1)

@@ -22,7 +22,7 @@ RECIPE_FLAGS = ("--model", "edge-cnn-small", "--image-size", "32", "--epochs", "
 
 @pytest.fixture(scope="module")
 def tf_keras():
-    from edgecls.train.tf_env import import_tf
+    from edgecls.core.tf_env import import_tf
 
     return import_tf()
 
@@ -91,7 +91,7 @@ def _disc(size: int = 40, radius: float = 9.0) -> np.ndarray:
 
 
 def test_strong_augmentation_keeps_shape_and_range_and_changes_images(tf_keras):
-    from edgecls.train.pipeline import StrongAugmenter, training_dataset
+    from edgecls.core.pipeline import StrongAugmenter, training_dataset
 
     tf, _ = tf_keras
     tf.random.set_seed(3)
@@ -118,7 +118,7 @@ def test_strong_augmentation_keeps_what_tells_classes_apart(tf_keras):
     """Flips, rotations, scaling and shifts move a lesion but keep its size and colour: the
     disc's area stays within the 0.8-1.25 scale range, it stays red, and rotations cover all
     directions (the brightest quarter lands in every quadrant)."""
-    from edgecls.train.pipeline import StrongAugmenter
+    from edgecls.core.pipeline import StrongAugmenter
 
     tf, _ = tf_keras
     tf.random.set_seed(4)
@@ -148,8 +148,8 @@ def test_strong_augmentation_keeps_what_tells_classes_apart(tf_keras):
 
 
 def test_mean_monitor_picks_the_epoch_with_the_best_mean(tmp_path, tf_keras):
+    from edgecls.core.metrics import validation_logs
     from edgecls.train.callbacks import BestWeights, best_so_far
-    from edgecls.train.evaluate import validation_logs
 
     _, keras = tf_keras
     y = np.array([0] * 8 + [1] * 2)
@@ -233,7 +233,7 @@ def test_tiny_run_with_the_whole_recipe_resumes(tmp_path, tf_keras):
     options = quick_options(optimizer="adamw", weight_decay=0.02, lr_schedule="one-cycle", augment="strong",
                             label_smoothing=0.05, monitor="val_acc_balacc_mean")  # fmt: skip
     with pytest.raises(KeyboardInterrupt):
-        train_model(options, data, run_dir, echo=lambda _: None, extra_callbacks=[Interrupt()])
+        train_model(options, data, run_dir, extra_callbacks=[Interrupt()])
     config = json.loads((run_dir / "config.json").read_text())["options"]
     assert {k: config[k] for k in ("optimizer", "lr_schedule", "augment", "label_smoothing", "monitor")} == {
         "optimizer": "adamw", "lr_schedule": "one-cycle", "augment": "strong", "label_smoothing": 0.05,

@@ -27,7 +27,7 @@ import malformed as M
 from edgecls.cli import app
 from edgecls.edge_runtime.preprocess import ImageError, load_image
 from edgecls.errors import EXIT_ERROR, EXIT_OK, EXIT_PARTIAL, EdgeclsError
-from edgecls.io import atomic_path, write_json_atomic, write_text_atomic
+from edgecls.files import atomic_path, write_json_atomic, write_text_atomic
 
 runner = CliRunner()
 IMAGE_CASES = M.image_cases()
@@ -461,14 +461,14 @@ def test_output_write_failing_midway_leaves_old_file_intact(monkeypatch, colour_
 
 
 def test_output_rename_failing_leaves_no_temp_file(monkeypatch, colour_models, image_corpus, tmp_path):
-    import edgecls.io
+    import edgecls.files
 
     out = tmp_path / "results.csv"
 
     def refuse(src, dst):
         raise PermissionError(errno.EACCES, os.strerror(errno.EACCES), str(dst))
 
-    monkeypatch.setattr(edgecls.io.os, "replace", refuse)
+    monkeypatch.setattr(edgecls.files.os, "replace", refuse)
     result = cli("classify", "-m", colour_models["int8"], image_corpus / "red.jpg", "-f", "csv", "-o", out)
     assert_one_line_error(result, "Permission denied")
     assert list(tmp_path.iterdir()) == []
@@ -598,7 +598,7 @@ def test_evaluate_refuses_unusable_datasets(name, phrase, datasets, colour_model
 
 @pytest.fixture(scope="module")
 def keras_file(tmp_path_factory) -> Path:
-    from edgecls.train.run import save_keras_model
+    from edgecls.core.runs import save_keras_model
 
     return save_keras_model(keras_colour_model(), tmp_path_factory.mktemp("keras") / "colours.keras")
 
@@ -615,7 +615,7 @@ def test_convert_refuses_unusable_datasets(name, phrase, datasets, keras_file, t
 
 
 def keras_colour_model(with_lambda: bool = False):
-    from edgecls.train.tf_env import import_tf
+    from edgecls.core.tf_env import import_tf
 
     _, keras = import_tf()
     inputs = keras.Input((32, 32, 3))
@@ -626,16 +626,17 @@ def keras_colour_model(with_lambda: bool = False):
 
 def make_run(run_dir: Path, data: Path, with_lambda: bool = False) -> Path:
     """A run folder as `edgecls train` leaves it, made with its own writers (no training needed)."""
-    from edgecls.train import run as runs
-    from edgecls.train.datasets import load_dataset
+    from edgecls.core import runs
+    from edgecls.data.datasets import load_dataset
+    from edgecls.data.split import make_split, save_split
     from edgecls.train.options import TrainOptions
-    from edgecls.train.split import make_split, save_split
+    from edgecls.train.run import write_run_config
 
     dataset = load_dataset(data)
     options = TrainOptions(model="edge-cnn-small", image_size=32, epochs=1)
     run_dir.mkdir(parents=True)
     save_split(run_dir, dataset, make_split(dataset, 0.3, 0.3, seed=1))
-    runs.write_run_config(run_dir, data, dataset, options)
+    write_run_config(run_dir, data, dataset, options)
     runs.save_keras_model(keras_colour_model(with_lambda), run_dir / runs.MODEL_FILE)
     return run_dir
 
@@ -675,7 +676,7 @@ def test_evaluate_and_convert_refuse_broken_runs(command, case, broken_runs):
 
 def test_keras_files_load_in_safe_mode(datasets, tmp_path):
     """A .keras file with a Lambda layer would run arbitrary Python when loaded: refused."""
-    from edgecls.train.run import load_keras_model, save_keras_model
+    from edgecls.core.runs import load_keras_model, save_keras_model
 
     path = save_keras_model(keras_colour_model(with_lambda=True), tmp_path / "lambda.keras")
     with pytest.raises(EdgeclsError, match="Lambda"):

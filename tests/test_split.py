@@ -1,4 +1,4 @@
-"""edgecls.train.split: grouped, stratified, deterministic splits, saved and read back."""
+"""edgecls.data.split: grouped, stratified, deterministic splits, saved and read back."""
 
 from __future__ import annotations
 
@@ -13,9 +13,9 @@ from conftest import shared_dataset
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from edgecls.data.datasets import Dataset, load_dataset
+from edgecls.data.split import SPLITS, _every_class_in_train, load_split, make_split, save_split
 from edgecls.errors import EdgeclsError
-from edgecls.train.datasets import Dataset, load_dataset
-from edgecls.train.split import SPLITS, _every_class_in_train, load_split, make_split, save_split
 
 
 def fake_dataset(group_sizes: dict[str, list[int]], mixed: list[dict[str, int]] = ()) -> Dataset:

@@ -17,9 +17,11 @@ from PIL import Image
 from typer.testing import CliRunner
 
 from edgecls.cli import app
+from edgecls.core import runs
+from edgecls.data.split import stratified_subset
 from edgecls.errors import EdgeclsError
-from edgecls.train import run as runs
 from edgecls.train.options import TrainOptions
+from edgecls.train.run import prepare_run_dir
 
 COLOURS = {"blue": (40, 60, 200), "green": (40, 190, 60), "red": (200, 40, 40)}
 EPOCHS = 4
@@ -55,7 +57,7 @@ def colour_data(tmp_path_factory):
 @pytest.fixture(scope="module")
 def resumed_run(colour_data, tmp_path_factory):
     """A run interrupted after epoch 2 of 4, then finished by `edgecls train --resume`."""
-    from edgecls.train.tf_env import import_tf
+    from edgecls.core.tf_env import import_tf
     from edgecls.train.trainer import train_model
 
     _, keras = import_tf()
@@ -67,7 +69,7 @@ def resumed_run(colour_data, tmp_path_factory):
 
     run_dir = tmp_path_factory.mktemp("runs") / "colours"
     with pytest.raises(KeyboardInterrupt):
-        train_model(quick_options(), colour_data, run_dir, echo=lambda _: None, extra_callbacks=[Interrupt()])
+        train_model(quick_options(), colour_data, run_dir, extra_callbacks=[Interrupt()])
     interrupted = pd.read_csv(run_dir / "history.csv")
     assert not (run_dir / "model.keras").exists()
     result = cli("train", colour_data, "--output", run_dir, "--resume")
@@ -212,8 +214,8 @@ def test_force_replaces_only_run_outputs(tmp_path):
     for name in ("model.keras", "config.json", "metrics.json", "plots/history.png", "notes.txt"):
         (run_dir / name).write_text("old")
     with pytest.raises(EdgeclsError, match="already holds a run"):
-        runs.prepare_run_dir(run_dir)
-    assert runs.prepare_run_dir(run_dir, force=True) is False
+        prepare_run_dir(run_dir)
+    assert prepare_run_dir(run_dir, force=True) is False
     assert sorted(p.name for p in run_dir.iterdir()) == ["notes.txt"]  # the user's own file stays
 
 
@@ -235,20 +237,20 @@ def test_missing_dataset_is_a_one_line_error(tmp_path):
 
 
 def test_stratified_subset_keeps_every_class(colour_data):
-    from edgecls.train.datasets import load_dataset
+    from edgecls.data.datasets import load_dataset
 
-    subset = runs.stratified_subset(load_dataset(colour_data), limit=15, seed=1)
+    subset = stratified_subset(load_dataset(colour_data), limit=15, seed=1)
     counts = subset.items["label"].value_counts()
     assert sorted(counts.index) == sorted(COLOURS) and counts.min() >= 3 and len(subset) == 15
     assert subset.items.index.tolist() == list(range(15))
-    again = runs.stratified_subset(load_dataset(colour_data), limit=15, seed=1)
+    again = stratified_subset(load_dataset(colour_data), limit=15, seed=1)
     assert again.items["key"].tolist() == subset.items["key"].tolist()  # same subset on --resume
 
 
 def test_class_weights_are_softened_balanced_weights():
     from sklearn.utils.class_weight import compute_class_weight
 
-    from edgecls.train.trainer import class_weights
+    from edgecls.core.pipeline import class_weights
 
     labels = np.array([0] * 80 + [1] * 15 + [2] * 5)
     balanced = compute_class_weight("balanced", classes=np.arange(3), y=labels)
@@ -258,8 +260,8 @@ def test_class_weights_are_softened_balanced_weights():
 
 
 def test_pipeline_balances_and_augments_within_range():
-    from edgecls.train.pipeline import training_dataset
-    from edgecls.train.tf_env import import_tf
+    from edgecls.core.pipeline import training_dataset
+    from edgecls.core.tf_env import import_tf
 
     tf, _ = import_tf()
     rng = np.random.default_rng(0)
@@ -283,7 +285,7 @@ def test_short_training_on_real_blood_smears(tmp_path):
     from edgecls.train.trainer import train_model
 
     options = quick_options(image_size=48, epochs=2, limit=160, batch_size=16)
-    run = train_model(options, shared_dataset("blood"), tmp_path / "blood", echo=lambda _: None)
+    run = train_model(options, shared_dataset("blood"), tmp_path / "blood")
     metrics = run.metrics
     assert len(run.labels) == 4 and metrics["val"]["images"] >= 16
     # Judged in inference mode on its held validation split, it must beat always answering the
@@ -296,9 +298,9 @@ def test_short_training_on_real_blood_smears(tmp_path):
 
 
 def test_pipeline_streams_hmnist_rows_like_load_images(tmp_path):
-    from edgecls.train.datasets import load_dataset
-    from edgecls.train.pipeline import image_dataset, image_sources
-    from edgecls.train.tf_env import import_tf
+    from edgecls.core.pipeline import image_dataset, image_sources
+    from edgecls.core.tf_env import import_tf
+    from edgecls.data.datasets import load_dataset
 
     tf, _ = import_tf()
     rng = np.random.default_rng(0)
@@ -313,9 +315,9 @@ def test_pipeline_streams_hmnist_rows_like_load_images(tmp_path):
 
 
 def test_pipeline_streams_files_like_load_images(colour_data):
-    from edgecls.train.datasets import load_dataset
-    from edgecls.train.pipeline import image_dataset, image_sources
-    from edgecls.train.tf_env import import_tf
+    from edgecls.core.pipeline import image_dataset, image_sources
+    from edgecls.core.tf_env import import_tf
+    from edgecls.data.datasets import load_dataset
 
     tf, _ = import_tf()
     dataset = load_dataset(colour_data)
@@ -352,13 +354,14 @@ def test_early_stopping_counts_patience_across_a_resume():
     assert fresh.wait == 0 and not fresh.model.stop_training
 
 
-def test_mirrored_strategy_and_tensorboard_logs(colour_data, tmp_path):
+def test_mirrored_strategy_and_tensorboard_logs(colour_data, tmp_path, caplog):
     """--strategy mirrored builds and fits under tf.distribute (one CPU replica here; the same
     code spreads over every local GPU), and TensorBoard event files land in logs/."""
     from edgecls.train.trainer import train_model
 
-    said: list[str] = []
-    run = train_model(quick_options(epochs=1, strategy="mirrored", tensorboard=True), colour_data, tmp_path / "run", echo=said.append)
+    with caplog.at_level("INFO", logger="edgecls"):
+        run = train_model(quick_options(epochs=1, strategy="mirrored", tensorboard=True), colour_data, tmp_path / "run")
+    said = [record.getMessage() for record in caplog.records]
     assert any("1 replicas" in line for line in said), said
     events = list((tmp_path / "run" / "logs").rglob("events.out.tfevents.*"))
     assert events and all(p.stat().st_size > 0 for p in events)

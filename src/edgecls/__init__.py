@@ -9,6 +9,7 @@ The Python API, for notebooks and scripts (the `edgecls` command line does the s
     run.metrics_table                                            # val and test metrics (pandas)
     result = edgecls.convert_classifier(run, modes=["float32", "qat"])   # or a Keras model, or a file
     result.passed, result.table, result.files["qat"]             # the parity report as data
+    edgecls.evaluate_classifier(result.files["qat"], run=run.path)   # metrics.json, plots, report.md
     clf = edgecls.Classifier(result.files["qat"])                # or "ham10000", or any .tflite
     clf.classify("lesion.jpg")                                   # path, PIL image, any-size array, list
     clf.benchmark(images="photos/")
@@ -18,7 +19,8 @@ The Python API, for notebooks and scripts (the `edgecls` command line does the s
 | `load_dataset`, `split_dataset`, `Dataset`, `DatasetSplit` | a labelled image dataset as downloaded, and its grouped, stratified split |
 | `train_classifier`, `TrainOptions`, `TrainedRun`, `load_run` | train a model into a run folder; the run's metrics, history and Keras model |
 | `convert_classifier`, `ConvertOptions`, `ConversionResult` | TFLite files (float32, int8, ...) and the parity report and gate |
-| `Classifier`, `Prediction` | run a `.tflite` file as the device does (no TensorFlow) |
+| `evaluate_classifier`, `EvaluationResult` | a `.keras` or `.tflite` model's metrics and report on a dataset or a run's split |
+| `Classifier`, `Prediction`, `builtin_models` | run a `.tflite` file as the device does (no TensorFlow); the models shipped with edgecls |
 | `EdgeclsError`, `ImageError` | every error a user can fix, with a one-line message (`ImageError`: an image that cannot be read) |
 | `enable_logging` | show edgecls's progress messages (quiet by default) |
 
@@ -28,8 +30,8 @@ uses. `train_classifier` and `convert_classifier` need the workstation install
 (`pip install 'edgecls[train]'`); they are not called `train` and `convert` because those names
 are the `edgecls.train` and `edgecls.convert` packages, which Python binds on the package when
 they are imported. Errors are `EdgeclsError` with a one-line message; library code logs to the `edgecls` logger
-and never prints or exits (except the Keras and conversion progress lines that `progress=True`
-asks for).
+and never prints or exits (except Keras' own training progress lines, which `progress=True`
+asks for). The `edgecls` command line is a thin layer over these functions.
 """
 
 __version__ = "0.1.0"
@@ -49,9 +51,12 @@ _LAZY = {
     "ConvertOptions": "edgecls.api.converting",
     "convert_classifier": "edgecls.api.converting",
     "ConversionResult": "edgecls.api.converting",
+    "evaluate_classifier": "edgecls.api.evaluating",
+    "EvaluationResult": "edgecls.api.evaluating",
     "Classifier": "edgecls.api.classifier",
     "Prediction": "edgecls.api.classifier",
-    "enable_logging": "edgecls.api.log",
+    "builtin_models": "edgecls.api.classifier",
+    "enable_logging": "edgecls.log",
 }
 
 __all__ = ["__version__", *_LAZY]

@@ -1,7 +1,10 @@
-"""The modules behind edgecls's Python API; use them through `edgecls` itself (`edgecls.train`, ...).
+"""The modules behind edgecls's Python API; use them through `edgecls` itself
+(`edgecls.train_classifier`, `edgecls.Classifier`, ...).
 
 One module per idea, as MediaPipe Model Maker lays its API out: `datasets` (load and split),
-`training` (train, TrainedRun), `converting` (convert, ConversionResult), `classifier`
-(Classifier: the device runtime, no TensorFlow) and `log` (enable_logging). This package
-imports none of them: `edgecls.Classifier` must not pay for pandas or TensorFlow.
+`training` (train_classifier, TrainedRun), `converting` (convert_classifier, ConversionResult),
+`evaluating` (evaluate_classifier, EvaluationResult) and `classifier` (Classifier: the device
+runtime, no TensorFlow). Logging (`enable_logging`) is `edgecls.log`, shared with the library
+code that logs. The `edgecls` command line (`edgecls.cli`) calls these. This package imports
+none of them: `edgecls.Classifier` must not pay for pandas or TensorFlow.
 """

@@ -18,14 +18,15 @@ from __future__ import annotations
 import contextlib
 import os
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Callable, Iterator, Sequence
 
 import numpy as np
 
+from edgecls.edge_runtime.builtin import builtin_models
 from edgecls.edge_runtime.classifier import Prediction, TFLiteClassifier, default_threads
-from edgecls.errors import EdgeclsError
+from edgecls.errors import EdgeclsError, first_line
 
-__all__ = ["Classifier", "Prediction"]
+__all__ = ["Classifier", "ImageStream", "Prediction", "builtin_models"]
 
 
 class Classifier:
@@ -107,8 +108,10 @@ class Classifier:
 
         Returns a list of `ImageResult` (`path`, `prediction`, `error`; `to_record()` gives the
         CLI's JSON record), one per image in path order; an unreadable image gets `error` set
-        instead of stopping the run. `stream=True` returns an iterator instead, for folders too
-        large to hold every result in memory.
+        instead of stopping the run. `stream=True` returns an `ImageStream` instead: an iterator
+        of the same results, made as they are consumed (for folders too large to hold every
+        result in memory), whose `len()` is the number of images found. Inputs that do not
+        exist, or folders with no images, raise `EdgeclsError` before anything is classified.
         """
         from edgecls.edge_runtime.batch import classify_paths, collect_images
 
@@ -117,7 +120,7 @@ class Classifier:
         paths = collect_images(inputs)
         results = classify_paths(self.runtime, paths, top_k=top_k, workers=workers, threads=self.threads, tta=tta,
                                  min_confidence=min_confidence)  # fmt: skip
-        return results if stream else list(results)
+        return ImageStream(results, len(paths)) if stream else list(results)
 
     def _classify_many(self, images: Sequence, top_k: int, tta: bool, min_confidence: float) -> list[Prediction]:
         predictions: list[Prediction | None] = [None] * len(images)
@@ -160,25 +163,28 @@ class Classifier:
             try:
                 return prepare_image(image, size, channels)
             except (TypeError, ValueError) as exc:
-                raise EdgeclsError(f"cannot use a {image.dtype} {image.shape} array as an image ({_first_line(exc)})") from None
+                raise EdgeclsError(f"cannot use a {image.dtype} {image.shape} array as an image ({first_line(exc)})") from None
         if _is_pil_image(image):
             try:
                 return prepare_image(image, size, channels)
             except (OSError, TypeError, ValueError) as exc:
-                raise EdgeclsError(f"cannot use this {getattr(image, 'mode', '?')} PIL image ({_first_line(exc)})") from None
+                raise EdgeclsError(f"cannot use this {getattr(image, 'mode', '?')} PIL image ({first_line(exc)})") from None
         raise EdgeclsError(f"cannot classify a {type(image).__name__}: give a file path, a PIL image, a numpy array, or a list of them")
 
     # -- measuring ---------------------------------------------------------------------------
     def benchmark(self, images=None, *, runs: int | None = 100, seconds: float | None = None, warmup: int = 10,
                   threads: Sequence[int] | int | None = None, compare: Sequence[str | os.PathLike] = (),
-                  workers: int | None = None) -> dict[str, Any]:  # fmt: skip
+                  workers: int | None = None, tta: bool = False,
+                  progress: Callable[[str], None] | None = None) -> dict[str, Any]:  # fmt: skip
         """Measure this model as `edgecls bench` does, and return its report (schema edgecls.bench/1).
 
         Per-image latency p50/p90/p99 and images/s on random inputs, for each of `threads`
         (default: 1 and min(4, cores)), `runs` timed invokes after `warmup` (or `seconds` per
         measurement instead); `images` (a folder, a file or a list) adds decode + resize +
         invoke end to end. `compare`: more models (paths or built-in names) measured in turn with
-        this one; ratios are against this one. The report's `models[i]["results"]` hold the numbers.
+        this one; ratios are against this one. `tta`: also time flip-averaging (`classify(tta=True)`:
+        4 invokes per image), and end to end with `images`. `progress`: called with a line as each
+        measurement starts. The report's `models[i]["results"]` hold the numbers.
         """
         from edgecls.edge_runtime.batch import collect_images
         from edgecls.edge_runtime.bench import BenchSettings, run_bench
@@ -198,8 +204,37 @@ class Classifier:
             threads=thread_counts,
             images=collect_images(images) if images else (),
             workers=workers,
+            tta=tta,
         )
-        return run_bench([self.path, *(resolve_model(os.fspath(m)) for m in compare)], settings)
+        return run_bench([self.path, *(resolve_model(os.fspath(m)) for m in compare)], settings, on_progress=progress)
+
+
+class ImageStream:
+    """The results of `Classifier.classify_files(..., stream=True)`, one `ImageResult` per image
+    in path order, made as they are read; `len()` is the number of images. `close()` (or leaving
+    a `with` block, or dropping it) stops the decode threads of a run ended early."""
+
+    def __init__(self, results: Iterator, count: int):
+        self._results = results
+        self._count = count
+
+    def __len__(self) -> int:
+        return self._count
+
+    def __iter__(self) -> "ImageStream":
+        return self
+
+    def __next__(self):
+        return next(self._results)
+
+    def close(self) -> None:
+        self._results.close()
+
+    def __enter__(self) -> "ImageStream":
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self.close()
 
 
 def _is_pil_image(value) -> bool:
@@ -208,8 +243,3 @@ def _is_pil_image(value) -> bool:
     except ImportError:  # pragma: no cover - Pillow is a dependency
         return False
     return isinstance(value, Image.Image)
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0][:200] if text else type(exc).__name__

@@ -7,7 +7,7 @@
     result.table             # the parity report: one row per model (pandas)
     result.files["qat"]      # the int8 .tflite
 
-The same functions as `edgecls convert` (`edgecls.convert.conversion`): every file is measured
+`edgecls convert` calls `convert_classifier` (over `edgecls.convert.conversion`): every file is measured
 through the LiteRT interpreter as the device runs it, and written with its metadata even when
 the parity gate fails; the result says which passed, and `result.check()` raises as the
 command line exits.
@@ -22,14 +22,11 @@ from typing import Any, Sequence
 
 import pandas as pd
 
-from edgecls.api.log import get_logger
 from edgecls.convert.options import ConvertOptions
 from edgecls.convert.parity import ParityReport
 from edgecls.errors import EXIT_ERROR, EXIT_GATE, EdgeclsError
 
 __all__ = ["ConversionResult", "ConvertOptions", "convert_classifier"]
-
-logger = get_logger("convert")
 
 # ParityRow fields shown in `ConversionResult.table`, in this order.
 TABLE_COLUMNS = (
@@ -139,7 +136,8 @@ def convert_classifier(
     `split`: the split.csv a model was trained with, so that parity runs on images it never
     saw (default: a fresh split, with a warning). `output`: the folder for the files (default:
     RUN/convert, MODEL_convert/ beside a model file, or `<model name>_convert` for a model
-    object). `progress`: print progress lines on stderr as `edgecls convert` does.
+    object). `progress`: log progress lines to the `edgecls.convert` logger, as `edgecls convert`
+    shows them (`edgecls.enable_logging()` shows them in a notebook), and Keras' QAT epoch lines.
 
     A failing parity gate does not raise: `result.passed` is False (`result.check()` raises).
     Bad input (no data for a model, an unreadable file, a folder already holding a conversion
@@ -161,9 +159,7 @@ def convert_classifier(
         raise EdgeclsError(
             f"convert_classifier takes a TrainedRun, a run folder, a Keras model or a model file, not a {type(source).__name__}"
         )
-    result = ConversionResult(report)
-    logger.info("%s", result.verdict)
-    return result
+    return ConversionResult(report)
 
 
 def _convert_path(path: Path, options, data, labels, output, data_format, split) -> ParityReport:
@@ -172,7 +168,7 @@ def _convert_path(path: Path, options, data, labels, output, data_format, split)
     if not path.exists():
         raise EdgeclsError(f"{path}: no such run folder or model file")
     data_path = _data_path(data)
-    if path.is_dir() and _is_run_folder(path, data):
+    if path.is_dir() and is_run_folder(path, data):
         if labels is not None or split is not None or options.input_range is not None:
             raise EdgeclsError(
                 "labels, split and input_range are for a model file; a run folder has its own labels.json and split.csv, "
@@ -188,8 +184,8 @@ def _convert_object(model, options, data, labels, output, data_format, split) ->
     from edgecls.api.datasets import DatasetSplit, _check_whole
     from edgecls.convert.conversion import SPLIT_FILE, convert_model
     from edgecls.convert.modes import notice
-    from edgecls.train.datasets import Dataset, load_dataset
-    from edgecls.train.split import load_split, make_split, save_split
+    from edgecls.data.datasets import Dataset, load_dataset
+    from edgecls.data.split import load_split, make_split, save_split
 
     if data is None:
         raise EdgeclsError("converting a Keras model needs data=DATASET (its test split is the parity check)")
@@ -221,7 +217,7 @@ def _is_model_object(value) -> bool:
     return all(hasattr(value, attribute) for attribute in ("predict", "layers")) or type(value).__name__ == "ImportedModel"
 
 
-def _is_run_folder(folder: Path, data) -> bool:
+def is_run_folder(folder: Path, data) -> bool:
     """What `edgecls convert` takes a folder for: a SavedModel has saved_model.pb; with data and
     no run files, it is taken for a SavedModel too (and refused in one line if it is not)."""
     if (folder / "saved_model.pb").is_file():
@@ -232,7 +228,7 @@ def _is_run_folder(folder: Path, data) -> bool:
 def _data_path(data) -> str | None:
     if data is None:
         return None
-    from edgecls.train.datasets import Dataset
+    from edgecls.data.datasets import Dataset
 
     if isinstance(data, Dataset):
         from edgecls.api.datasets import dataset_location

@@ -17,9 +17,9 @@ from dataclasses import dataclass
 
 import pandas as pd
 
-from edgecls.api.log import get_logger
-from edgecls.train.datasets import Dataset
-from edgecls.train.datasets import load_dataset as _load_dataset
+from edgecls.data.datasets import Dataset
+from edgecls.data.datasets import load_dataset as _load_dataset
+from edgecls.log import get_logger
 
 __all__ = ["Dataset", "DatasetSplit", "load_dataset", "split_dataset"]
 
@@ -84,8 +84,7 @@ def split_dataset(dataset: Dataset, val_fraction: float = 0.15, test_fraction: f
 
     The defaults are `TrainOptions`' defaults, so this is the split `train_classifier(dataset)` will use.
     """
-    from edgecls.train.run import restrict_dataset
-    from edgecls.train.split import make_split
+    from edgecls.data.split import make_split, restrict_dataset
 
     _check_whole(dataset, "split_dataset")
     split = make_split(dataset, val_fraction, test_fraction, seed)

@@ -6,7 +6,7 @@
     run.model               # the best epoch's Keras model (tf_keras)
     run = edgecls.load_run("runs/ham")   # a run trained earlier, by the API or `edgecls train`
 
-`train_classifier` calls `edgecls.train.trainer.train_model`, the function behind `edgecls train`, so a run
+`edgecls train` calls `train_classifier` (which calls `edgecls.train.trainer.train_model`), so a run
 trained here is the run the command line would have written (same split, recipe, files).
 """
 
@@ -19,9 +19,9 @@ from typing import Any, Iterable
 
 import pandas as pd
 
-from edgecls.api.log import get_logger
+from edgecls.core import runs
 from edgecls.errors import EdgeclsError
-from edgecls.train import run as runs
+from edgecls.log import get_logger
 from edgecls.train.options import TrainOptions
 
 __all__ = ["TrainOptions", "TrainedRun", "load_run", "train_classifier"]
@@ -70,6 +70,7 @@ class TrainedRun:
 
     @property
     def model_path(self) -> Path:
+        """The run's model.keras."""
         return self._run.model_path
 
     @property
@@ -184,7 +185,7 @@ def train_classifier(
     training recipe, best epoch by validation balanced accuracy, evaluation on val and test.
     """
     from edgecls.api.datasets import dataset_location
-    from edgecls.train.datasets import Dataset
+    from edgecls.data.datasets import Dataset
     from edgecls.train.trainer import train_model
 
     options = _with_overrides(options, option_overrides, TrainOptions, "train_classifier")
@@ -201,9 +202,8 @@ def train_classifier(
     if not progress:
         options = dataclasses.replace(options, verbose=0)
     run_dir = Path(output) if output is not None else Path("runs") / name
-    logger.info("training %s on %s into %s", options.model, data_path, run_dir)
     try:
-        run = train_model(options, data_path, run_dir, echo=logger.info, extra_callbacks=list(callbacks))
+        run = train_model(options, data_path, run_dir, extra_callbacks=list(callbacks))
     except KeyboardInterrupt:
         logger.warning("interrupted; continue with edgecls.train_classifier(%r, output=%r, resume=True)", data_path, os.fspath(run_dir))
         raise

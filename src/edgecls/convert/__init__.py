@@ -24,7 +24,6 @@ _LAZY = {
     "ParityReport": "edgecls.convert.parity",
     "ParityRow": "edgecls.convert.parity",
     "check_ops": "edgecls.convert.verify",
-    "print_report": "edgecls.convert.report",
 }
 
 __all__ = ["ConvertOptions", "DEFAULT_MODES", "MODES", "parse_modes", *_LAZY]

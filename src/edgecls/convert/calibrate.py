@@ -22,7 +22,7 @@ from typing import Any
 
 import numpy as np
 
-from edgecls.clinical_metrics import (
+from edgecls.core.clinical_metrics import (
     binary_rates,
     coverage_curve,
     expected_calibration_error,
@@ -64,7 +64,7 @@ def calibrate_file(model_bytes: bytes, val, test, labels: list[str], groups: dic
                    target_sensitivity: float, threads: int | None = None, measure_tta: bool = False) -> Calibration:  # fmt: skip
     """`model_bytes`: the converted file with metadata at temperature 1; `val`, `test`:
     LabelledImages (uint8 images, label indices in `labels` order)."""
-    from edgecls.train.evaluate import compute_metrics
+    from edgecls.core.metrics import compute_metrics
 
     classifier = TFLiteClassifier(model_bytes, num_threads=threads)
     floor = classifier.probability_floor

@@ -11,9 +11,8 @@ from __future__ import annotations
 
 import datetime as _dt
 import json
-import sys
 from pathlib import Path
-from typing import Sequence
+from typing import Callable, Sequence
 
 import numpy as np
 
@@ -30,6 +29,9 @@ from edgecls.edge_runtime.classifier import default_threads
 from edgecls.edge_runtime.interpreter import find_interpreter
 from edgecls.edge_runtime.normalization import PIXEL_UNIT, RANGES, InputNormalization
 from edgecls.errors import EdgeclsError
+from edgecls.log import get_logger
+
+logger = get_logger("convert")
 
 CONVERT_DIR = "convert"
 SPLIT_FILE = "split.csv"
@@ -74,7 +76,7 @@ def convert_model(
     test = data.test()
 
     say(f"float Keras model: {len(test)} test images, input {imported.normalization.describe()}")
-    from edgecls.train.evaluate import keras_predictor
+    from edgecls.core.predict import keras_predictor
 
     reference = keras_predictor(model, normalization=imported.normalization)(test.images)
     output_kind = "probabilities"
@@ -153,7 +155,7 @@ def _convert_and_measure(converter: ModeConverter, row: ParityRow, report: Parit
 def _calibration_data(data: ConversionData, labels: list[str], options: ConvertOptions, report: ParityReport):
     """The validation images every file's temperature and operating point are fitted on, and the
     class groups to report (options.groups, else the dataset's malignant group if known)."""
-    from edgecls.clinical_metrics import default_groups
+    from edgecls.core.clinical_metrics import default_groups
 
     groups = options.groups if options.groups is not None else default_groups(labels)
     for name, members in groups.items():
@@ -179,7 +181,7 @@ def check_output_dir(output_dir: Path, force: bool) -> list[Path]:
 def convert_run(run_dir: str | Path, options: ConvertOptions | None = None, output_dir: str | Path | None = None,
                 data_override: str | Path | None = None) -> ParityReport:  # fmt: skip
     """Convert a run folder's model.keras, using the run's dataset, split.csv and training options."""
-    from edgecls.train.run import MODEL_FILE, SPLIT_FILE as RUN_SPLIT_FILE, load_run
+    from edgecls.core.runs import MODEL_FILE, SPLIT_FILE as RUN_SPLIT_FILE, load_run
 
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
@@ -218,8 +220,8 @@ def convert_model_file(model_path: str | Path, data: str | Path, options: Conver
     made afresh by `make_split`; either is saved as split.csv beside the outputs, so the parity
     numbers can be traced to their test images."""
     from edgecls.convert.keras_import import load_user_model
-    from edgecls.train.datasets import load_dataset
-    from edgecls.train.split import load_split, make_split, save_split
+    from edgecls.data.datasets import load_dataset
+    from edgecls.data.split import load_split, make_split, save_split
 
     options = options or ConvertOptions()
     model_path = Path(model_path)
@@ -285,7 +287,7 @@ def _new_report(model, dataset, labels, image_size, test, options, output_dir, n
 def _imported(model, options: ConvertOptions, normalization: InputNormalization | None):
     """An ImportedModel for whatever `convert_model` was given."""
     from edgecls.convert.keras_import import ImportedModel, import_keras_model
-    from edgecls.train.tf_env import import_tf
+    from edgecls.core.tf_env import import_tf
 
     if isinstance(model, ImportedModel):
         return model
@@ -317,7 +319,7 @@ def _check_input_range(imported, data: ConversionData, model, report: ParityRepo
     """Measure the float model on labelled validation images fed each input range: the one
     detected or assumed should be (about) the best; warn, naming --input-range, when not."""
     from edgecls.convert.samples import class_balanced_sample
-    from edgecls.train.evaluate import keras_predictor
+    from edgecls.core.predict import keras_predictor
 
     part = "val" if len(data.items("val")) else "train"
     items = data.items(part)
@@ -347,9 +349,6 @@ def _softmax(scores: np.ndarray) -> np.ndarray:
     return (shifted / shifted.sum(axis=1, keepdims=True)).astype(np.float32)
 
 
-def _progress(verbose: bool):
-    def say(message: str) -> None:
-        if verbose:
-            print(f"edgecls convert: {message}", file=sys.stderr, flush=True)
-
-    return say
+def _progress(verbose: bool) -> Callable[[str], None]:
+    """Progress lines go to the `edgecls.convert` logger, unless `ConvertOptions.verbose` is off."""
+    return logger.info if verbose else (lambda _message: None)

@@ -10,9 +10,10 @@ import warnings
 import numpy as np
 
 from edgecls.convert.options import DYNAMIC, FLOAT16, FLOAT32, FULL_INTEGER_MODES
+from edgecls.convert.retype_io import add_logits_output
+from edgecls.core.tf_env import import_tf
 from edgecls.edge_runtime.normalization import PIXEL_UNIT, InputNormalization
 from edgecls.errors import EdgeclsError
-from edgecls.train.tf_env import import_tf
 
 
 def convert_to_tflite(model, mode: str, io_type: str = "uint8", calibration: np.ndarray | None = None,
@@ -43,9 +44,13 @@ def convert_to_tflite(model, mode: str, io_type: str = "uint8", calibration: np.
         raise EdgeclsError(f"unknown conversion mode {mode!r}")
     try:
         with _quiet_converter():
-            return bytes(converter.convert())
+            model_bytes = bytes(converter.convert())
     except Exception as exc:  # ConverterError, RuntimeError (calibration), ValueError
         raise EdgeclsError(f"{mode}: the TFLite converter failed ({converter_error_summary(exc)})") from None
+    if mode in FULL_INTEGER_MODES:
+        # The quantized softmax reads small probabilities as 0; the runtime reads the logits.
+        model_bytes = add_logits_output(model_bytes, required=False)
+    return model_bytes
 
 
 def _fixed_batch_converter(tf, model):

@@ -6,9 +6,10 @@ from __future__ import annotations
 from pathlib import Path
 
 from edgecls.convert.parity import ParityReport, ParityRow
+from edgecls.convert.retype_io import logits_output_name
 from edgecls.edge_runtime.metadata import ModelMetadata, write_metadata
 from edgecls.edge_runtime.normalization import PIXEL_UNIT
-from edgecls.io import write_bytes_atomic
+from edgecls.files import write_bytes_atomic
 
 # DESIGN.md model conventions: float input is pixel / 255, output softmax probabilities.
 # A model from elsewhere records its own normalisation (report.input_normalization).
@@ -81,6 +82,9 @@ def _rounded(value):
 
 
 def embed(model_bytes: bytes, metadata: ModelMetadata) -> bytes:
+    # The file says whether it has the logits output (full-integer files do), so the metadata
+    # always matches the graph.
+    metadata.logits_output = logits_output_name(model_bytes)
     return write_metadata(model_bytes, metadata)
 
 

@@ -39,9 +39,9 @@ from typing import Any, Iterator
 
 import numpy as np
 
+from edgecls.core.tf_env import import_tf
 from edgecls.edge_runtime.normalization import PIXEL_UNIT, InputNormalization, range_name
-from edgecls.errors import EdgeclsError
-from edgecls.train.tf_env import import_tf
+from edgecls.errors import EdgeclsError, first_line
 
 HDF5_SIGNATURE = b"\x89HDF\r\n\x1a\n"
 PREPROCESSING_LAYERS = ("Rescaling", "Normalization")
@@ -160,21 +160,21 @@ def _load_keras_zip(path: Path):
             config = json.loads(archive.read("config.json")) if "config.json" in names else None
             metadata = json.loads(archive.read("metadata.json")) if "metadata.json" in names else {}
     except (OSError, ValueError, zipfile.BadZipFile, KeyError, RuntimeError) as exc:
-        raise EdgeclsError(f"{path}: cannot load Keras model ({_first_line(exc)})") from None
+        raise EdgeclsError(f"{path}: cannot load Keras model ({first_line(exc)})") from None
     if not isinstance(config, dict):
         raise EdgeclsError(f"{path}: cannot load Keras model (no config.json: not a whole saved model)")
     _refuse_code(config, path)
     version = metadata.get("keras_version") if isinstance(metadata, dict) else None
     keras3 = _major(version) == 3 if version else _looks_keras3(config)
     if not keras3:
-        from edgecls.train.run import load_keras_model
+        from edgecls.core.runs import load_keras_model
 
         return load_keras_model(path), f"tf_keras .keras (Keras {version or '2'})"
     keras = _keras3()
     try:
         model = keras.saving.load_model(path, compile=False, safe_mode=True)
     except Exception as exc:  # deserialisation, h5, zip errors: "not a usable model"
-        raise EdgeclsError(f"{path}: cannot load Keras model ({_first_line(exc)})") from None
+        raise EdgeclsError(f"{path}: cannot load Keras model ({first_line(exc)})") from None
     return model, f"Keras 3 .keras (Keras {version or keras.__version__})"
 
 
@@ -186,14 +186,14 @@ def _load_h5(path: Path):
         with h5py.File(path, "r") as file:
             attrs = {key: file.attrs[key] for key in ("keras_version", "model_config", "backend") if key in file.attrs}
     except (OSError, ValueError) as exc:
-        raise EdgeclsError(f"{path}: cannot read HDF5 model ({_first_line(exc)})") from None
+        raise EdgeclsError(f"{path}: cannot read HDF5 model ({first_line(exc)})") from None
     raw_config = attrs.get("model_config")
     if raw_config is None:
         raise EdgeclsError(f"{path}: HDF5 file without a model architecture (weights only?); save the whole model with model.save()")
     try:
         config = json.loads(raw_config.decode("utf-8") if isinstance(raw_config, bytes) else str(raw_config))
     except (ValueError, UnicodeDecodeError) as exc:
-        raise EdgeclsError(f"{path}: cannot load Keras model (unreadable model_config: {_first_line(exc)})") from None
+        raise EdgeclsError(f"{path}: cannot load Keras model (unreadable model_config: {first_line(exc)})") from None
     _refuse_code(config, path)
     version = attrs.get("keras_version")
     version = version.decode("utf-8", "replace") if isinstance(version, bytes) else (str(version) if version is not None else None)
@@ -205,7 +205,7 @@ def _load_h5(path: Path):
             _, tf_keras = import_tf()
             model = tf_keras.models.load_model(path, compile=False)
     except Exception as exc:
-        raise EdgeclsError(f"{path}: cannot load Keras model ({_first_line(exc)})") from None
+        raise EdgeclsError(f"{path}: cannot load Keras model ({first_line(exc)})") from None
     return model, f"{'Keras 3' if keras3 else 'Keras 2 / tf_keras'} HDF5 .h5 (Keras {version or '?'})"
 
 
@@ -222,13 +222,13 @@ def _load_saved_model(path: Path):
         try:
             model = tf_keras.models.load_model(path, compile=False)
         except Exception as exc:
-            raise EdgeclsError(f"{path}: cannot load the SavedModel's Keras model ({_first_line(exc)})") from None
+            raise EdgeclsError(f"{path}: cannot load the SavedModel's Keras model ({first_line(exc)})") from None
         if isinstance(model, tf_keras.Model) and type(model).__name__ in MODEL_CLASSES:
             return model, "tf_keras SavedModel"
     try:
         loaded = tf.saved_model.load(str(path))
     except Exception as exc:
-        raise EdgeclsError(f"{path}: cannot load SavedModel ({_first_line(exc)})") from None
+        raise EdgeclsError(f"{path}: cannot load SavedModel ({first_line(exc)})") from None
     signatures = dict(getattr(loaded, "signatures", {}) or {})
     signature = signatures.get("serving_default") or (next(iter(signatures.values())) if len(signatures) == 1 else None)
     if signature is None:
@@ -395,7 +395,7 @@ def import_keras_model(model, input_range: str | None = None, *, description: st
     except NoCounterpart as exc:
         return _unrebuilt(imported, model, keras3, str(exc), label)
     except Exception as exc:  # noqa: BLE001 - a config this rebuild does not understand
-        return _unrebuilt(imported, model, keras3, f"the rebuild failed ({_first_line(exc)})", label)
+        return _unrebuilt(imported, model, keras3, f"the rebuild failed ({first_line(exc)})", label)
     imported.model = rebuilt
     imported.original = model if keras3 else None
     imported.notes.append(f"{description} {what} (weights copied); outputs match the original within {difference:.1g} on {VERIFY_IMAGES} sample images")
@@ -687,7 +687,7 @@ def rebuild_in_tf_keras(source, config: dict, skip: set[str] = frozenset()):
                     except NoCounterpart:
                         raise
                     except Exception as exc:
-                        raise NoCounterpart(f"{entry.get('class_name')} '{_entry_name(entry)}' fails in tf_keras ({_first_line(exc)})") from None
+                        raise NoCounterpart(f"{entry.get('class_name')} '{_entry_name(entry)}' fails in tf_keras ({first_line(exc)})") from None
                 produced[(_entry_name(entry), k)] = list(out) if isinstance(out, (list, tuple)) else [out]
                 pending.remove(item)
                 progressed = True
@@ -776,7 +776,7 @@ def _translate_keras3_layer(entry: dict, original):
     try:
         return cls.from_config(config)
     except Exception as exc:
-        raise NoCounterpart(f"{label} cannot be made in tf_keras ({_first_line(exc)})") from None
+        raise NoCounterpart(f"{label} cannot be made in tf_keras ({first_line(exc)})") from None
 
 
 def _weight(layer, name: str, default):
@@ -784,8 +784,3 @@ def _weight(layer, name: str, default):
         if weight.name.split("/")[-1].split(":")[0] == name:
             return np.asarray(weight)
     return default
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return (text.splitlines()[0] if text else type(exc).__name__)[:200]

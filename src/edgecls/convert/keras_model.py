@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from edgecls.core.tf_env import import_tf
 from edgecls.errors import EdgeclsError
-from edgecls.train.tf_env import import_tf
 
 
 def image_input_size(model) -> tuple[int, int]:

@@ -65,7 +65,23 @@ def output_file_name(mode: str, modes: Iterable[str]) -> str:
 
 @dataclass
 class ConvertOptions:
-    """Everything one conversion needs besides the model and its data."""
+    """Everything one conversion needs besides the model and its data (`edgecls convert`'s flags).
+
+    `modes`: the files to make (float32, float16, dynamic, ptq-int8, qat). `io_type`: full-integer
+    files' input and output type, "uint8" (the pixel itself; what MediaPipe Tasks and Android
+    load) or "int8" (pixel - 128). QAT fine-tuning: `qat_epochs`, `qat_learning_rate`,
+    `qat_batch_size`. `calibration_size`: class-balanced training images that calibrate int8
+    ranges. `max_drop`: the parity gate, the most accuracy points a full-integer file may lose
+    against the float Keras model. `threads`: interpreter threads for parity and latency.
+    `seed`: a model file's split, calibration sampling and QAT. `command`: recorded in each
+    file's provenance. `verbose`: progress lines (the `edgecls.convert` logger) and Keras' QAT
+    epoch lines. `force`: replace an earlier conversion in the output folder. `input_range`: what
+    a model file's input takes when its layers do not say ("0-1", "0-255", "-1-1"; None:
+    detect, else 0-1). `groups`: class groups reported as one, {"malignant": ["mel", ...]}
+    (None: the dataset's malignant group when edgecls knows it). `target_sensitivity`: the
+    group's operating point, the most specific threshold that flags at least this share of its
+    validation images.
+    """
 
     modes: tuple[str, ...] = DEFAULT_MODES
     # Full-integer models' input and output type. uint8 by default: MediaPipe Tasks, the TFLite
@@ -82,7 +98,7 @@ class ConvertOptions:
     threads: int | None = None  # interpreter threads for parity and latency
     seed: int = 1234
     command: str = ""  # recorded in the files' provenance
-    verbose: bool = False  # progress lines on stderr
+    verbose: bool = False  # progress lines to the `edgecls.convert` logger, and Keras' QAT epoch lines
     force: bool = False  # replace an earlier conversion in the output folder
     # What a model file's input takes when its layers do not say: "0-1" (pixel / 255), "0-255"
     # (raw pixels) or "-1-1" (MobileNet's preprocess_input). None: detect, else assume 0-1.

@@ -2,7 +2,7 @@
 
 Every TFLite file runs through `TFLiteClassifier` exactly as the device runs it (uint8 image ->
 `to_input` lookup table -> `scores`), on the test split's images from the shared
-preprocessing. Metrics are `edgecls.train.evaluate.compute_metrics`, so the numbers here mean
+preprocessing. Metrics are `edgecls.core.metrics.compute_metrics`, so the numbers here mean
 what they mean in a run's metrics.json.
 """
 
@@ -92,7 +92,7 @@ class ParityRow:
 
 def measure(row: ParityRow, y_true: np.ndarray, labels: list[str], predictions: Predictions, reference: np.ndarray | None) -> ParityRow:
     """Fill `row`'s metrics from predictions on the test split."""
-    from edgecls.train.evaluate import compute_metrics
+    from edgecls.core.metrics import compute_metrics
 
     metrics = compute_metrics(y_true, predictions.probabilities, labels)
     row.accuracy = metrics["accuracy"]

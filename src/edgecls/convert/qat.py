@@ -20,8 +20,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from edgecls.errors import EdgeclsError
-from edgecls.train.tf_env import import_tf
+from edgecls.core.tf_env import import_tf
+from edgecls.errors import EdgeclsError, first_line
 
 _UNSUPPORTED_LAYER = re.compile(r"Layer (\S+?):<class '([^']+)'> is not supported")
 
@@ -64,10 +64,10 @@ def quantization_aware_model(model):
         except RuntimeError as exc:
             match = _UNSUPPORTED_LAYER.search(str(exc))
             if not match or match.group(1) in rejected:
-                raise QatUnavailable(_first_line(exc)) from None
+                raise QatUnavailable(first_line(exc)) from None
             rejected.add(match.group(1))  # e.g. a BatchNormalization that no pattern folded
         except Exception as exc:  # nested or subclassed models, unclonable layers, tfmot bugs
-            raise QatUnavailable(_first_line(exc)) from None
+            raise QatUnavailable(first_line(exc)) from None
     left_float = [
         layer.name for layer in model.layers if layer.name not in wrapped and not isinstance(layer, keras.layers.InputLayer)
     ]
@@ -192,7 +192,7 @@ def fine_tune(qat_model, train, validation, *, epochs: int, learning_rate: float
             verbose=2 if verbose else 0,
         )
     except tf.errors.OpError as exc:  # an unreadable image in the pipeline, out of memory...
-        raise EdgeclsError(f"QAT fine-tuning failed ({_first_line(exc)})") from None
+        raise EdgeclsError(f"QAT fine-tuning failed ({first_line(exc)})") from None
     per_epoch = [{key: float(values[i]) for key, values in history.history.items()} for i in range(len(history.epoch))]
     return {"epochs": per_epoch, "best_epoch": keep_best.best_epoch, "monitor": monitor, "start": start, "best": keep_best.best}
 
@@ -200,7 +200,7 @@ def fine_tune(qat_model, train, validation, *, epochs: int, learning_rate: float
 def _validation_score(validation, monitor: str):
     """model -> the validation value of `monitor` as training measures it, higher is better
     (val_loss comes negated)."""
-    from edgecls.train.evaluate import validation_logs
+    from edgecls.core.metrics import validation_logs
 
     y_true = np.concatenate([np.asarray(labels) for _, labels in validation.as_numpy_iterator()])
     sign = -1.0 if monitor == "val_loss" else 1.0
@@ -270,8 +270,3 @@ def _default_registry():
     )
 
     return default_8bit_quantize_registry.Default8BitQuantizeRegistry()
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return (text.splitlines()[0] if text else type(exc).__name__)[:200]

@@ -20,13 +20,13 @@ class QatData:
 
 
 def qat_data(data: ConversionData, train_options, batch_size: int, seed: int) -> QatData:
-    """Batches from the train and val splits, through `edgecls.train.pipeline`.
+    """Batches from the train and val splits, through `edgecls.core.pipeline`.
 
     `train_options` (a TrainOptions, from the run's config or the defaults) says whether the
     run augmented and how it handled class imbalance; fine-tuning does the same.
     """
-    from edgecls.train import pipeline
-    from edgecls.train.tf_env import import_tf
+    from edgecls.core import pipeline
+    from edgecls.core.tf_env import import_tf
 
     tf, _ = import_tf()
     train_items, val_items = data.items("train"), data.items("val")
@@ -58,7 +58,7 @@ def qat_data(data: ConversionData, train_options, batch_size: int, seed: int) ->
         validation = validation.map(_renormalize(tf, data.normalization)) if validation is not None else None
     class_weight = None
     if imbalance == "class-weights":
-        from edgecls.train.trainer import class_weights
+        from edgecls.core.pipeline import class_weights
 
         class_weight = class_weights(train_labels, len(data.labels), getattr(train_options, "class_weight_power", 1.0))
     return QatData(train, validation, class_weight, len(train_items), len(val_items))

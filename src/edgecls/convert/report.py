@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from edgecls.convert.parity import GATE_FAILED, KERAS, ParityReport, ParityRow
-from edgecls.io import write_json_atomic, write_text_atomic
+from edgecls.files import write_json_atomic, write_text_atomic
 
 JSON_FILE = "parity.json"
 MARKDOWN_FILE = "parity.md"
@@ -74,7 +74,7 @@ def to_markdown(report: ParityReport) -> str:
         f"- Source: `{report.source}`" + (f" (run `{report.run_dir}`)" if report.run_dir else ""),
         f"- Dataset: {report.dataset}; test split: {report.test_images} images ({counts})",
         f"- Input: {report.image_size[0]}x{report.image_size[1]}x3; full-integer I/O: {report.io_type}",
-        f"- Input normalisation: {_normalization(report)}",
+        f"- Input normalisation: {normalization_text(report)}",
         f"- Interpreter: {report.interpreter}, {report.threads or 'default'} threads; latency is the median "
         "per image on the converting machine (to_input + invoke), not a device benchmark",
         f"- Created {report.created} by edgecls {report.edgecls_version}: `{report.command}`",
@@ -162,7 +162,7 @@ def calibration_markdown(report: ParityReport) -> list[str]:
     return lines
 
 
-def _normalization(report: ParityReport) -> str:
+def normalization_text(report: ParityReport) -> str:
     norm = report.input_normalization or {"description": "pixel / 255 (0..1)", "source": "edgecls convention"}
     values = f" (mean {norm['mean']}, std {norm['std']})" if "mean" in norm else ""
     return f"{norm.get('description')}{values}; {norm.get('source') or 'edgecls convention'}"
@@ -172,32 +172,3 @@ def write_report(report: ParityReport, output_dir: Path) -> tuple[Path, Path]:
     json_path = write_json_atomic(output_dir / JSON_FILE, report.to_dict())
     markdown_path = write_text_atomic(output_dir / MARKDOWN_FILE, to_markdown(report))
     return json_path, markdown_path
-
-
-def print_report(report: ParityReport, console=None) -> None:
-    """A rich table, the verdict, and any notes. File names are left to the caller's summary
-    line so the table fits a normal terminal."""
-    from rich.table import Table
-
-    if console is None:
-        from edgecls.report_format import console as make_console
-
-        console = make_console()
-    title = f"{report.model} on {report.dataset}: test split, {report.test_images} images"
-    table = Table(title=title, show_edge=False, header_style="bold", pad_edge=False)
-    shown = [i for i, (header, _) in enumerate(COLUMNS) if header != "file"]
-    for i in shown:
-        header, right = COLUMNS[i]
-        table.add_column(TERMINAL_HEADERS.get(header, header), justify="right" if right else "left", overflow="fold")
-    for row, cells in zip(report.rows, table_rows(report)):
-        style = "red" if row.gate == GATE_FAILED or row.error else ("bold" if row.name == KERAS else None)
-        table.add_row(*(cells[i] for i in shown), style=style)
-    console.print(table)
-    console.print(f"input normalisation: {_normalization(report)}", highlight=False)
-    for note in report.notes + [f"{row.name}: {note}" for row in report.rows for note in row.notes]:
-        console.print(f"note: {note}", highlight=False)
-    for row in report.rows:
-        if row.calibration:
-            console.print(calibration_line(row), highlight=False)
-    verdict_style = "green" if report.gate_passed else "bold red"
-    console.print(report.verdict, style=verdict_style, highlight=False)

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import functools
 
-from edgecls.train.tf_env import import_tf
+from edgecls.core.tf_env import import_tf
 
 
 @functools.lru_cache(maxsize=None)

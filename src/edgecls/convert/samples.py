@@ -28,7 +28,7 @@ class LabelledImages:
 
 @dataclass
 class ConversionData:
-    dataset: object  # edgecls.train.datasets.Dataset (duck-typed: items, labels, load_images)
+    dataset: object  # edgecls.data.datasets.Dataset (duck-typed: items, labels, load_images)
     split: pd.Series  # "train" / "val" / "test", aligned with dataset.items
     labels: list[str]  # the model's output order
     image_size: tuple[int, int]

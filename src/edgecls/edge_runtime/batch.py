@@ -14,7 +14,7 @@ import numpy as np
 
 from edgecls.edge_runtime.classifier import Prediction, TFLiteClassifier
 from edgecls.edge_runtime.preprocess import ImageError, is_image_file, load_image
-from edgecls.errors import EdgeclsError
+from edgecls.errors import EdgeclsError, first_line
 
 
 @dataclass
@@ -159,7 +159,8 @@ class BatchRunner:
             self.interpreter.allocate_tensors()
         except (RuntimeError, ValueError) as exc:  # e.g. a reshape to a fixed batch of 1
             raise EdgeclsError(f"the model does not take a batch of {size} ({exc})") from None
-        output = self.interpreter.get_output_details()[0]
+        # The output the classifier reads (the logits, when the file has them as a second output).
+        output = next(o for o in self.interpreter.get_output_details() if o["name"] == classifier.output_details["name"])
         if tuple(int(d) for d in output["shape"]) != (size, classifier.num_classes):
             raise EdgeclsError(f"the model gives {list(output['shape'])} for a batch of {size}")
         self.output_index = output["index"]
@@ -176,8 +177,7 @@ class BatchRunner:
             self.interpreter.invoke()
             return self.interpreter.get_tensor(self.output_index)
         except (RuntimeError, ValueError) as exc:
-            first = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__
-            raise EdgeclsError(f"the interpreter cannot run this model ({first})") from None
+            raise EdgeclsError(f"the interpreter cannot run this model ({first_line(exc)})") from None
 
 
 def classify_paths(

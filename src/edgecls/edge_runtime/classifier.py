@@ -14,13 +14,23 @@ import numpy as np
 from edgecls.edge_runtime.calibration import FLOAT_FLOOR, UNCERTAIN, apply_temperature, group_probability
 from edgecls.edge_runtime.interpreter import make_interpreter
 from edgecls.edge_runtime.metadata import ModelMetadata, is_tflite, read_metadata
-from edgecls.errors import EdgeclsError
+from edgecls.errors import EdgeclsError, first_line
 
 _SUPPORTED_INPUT_TYPES = (np.float32, np.int8, np.uint8)
 
 
 @dataclass
 class Prediction:
+    """One image's classification.
+
+    `label`: the top class (or "uncertain" below `min_confidence`); `probability`: its
+    probability; `top_k`: [(label, probability), ...], best first; `probabilities`: every class's
+    probability, in the model's `labels` order (calibrated by the file's temperature, when it has
+    one); `latency_ms`: the model's time for this image (its share of a batch); `groups`: each
+    class group's probability, e.g. {"malignant": 0.31}, for models that define groups; `flag`:
+    whether the operating-point group's probability reached the model's threshold (None without one).
+    """
+
     label: str
     probability: float
     top_k: list[tuple[str, float]]
@@ -65,6 +75,7 @@ class TFLiteClassifier:
         if stored is None:
             stored = self._metadata_from_standard()
         self.metadata = stored or self._default_metadata()
+        self._select_output()  # before the warning below: a model it refuses gets one line, not two
         if stored is None:
             warnings.warn(
                 f"{self.path or 'model'} has no metadata (neither edgecls nor TFLite): labels are class indices and "
@@ -82,11 +93,14 @@ class TFLiteClassifier:
             outputs = self.interpreter.get_output_details()
         except ValueError as exc:  # e.g. a tensor name that is not UTF-8: a damaged file
             raise EdgeclsError(f"the model file is corrupt: cannot read its inputs and outputs ({exc})") from None
-        if len(inputs) != 1 or len(outputs) != 1:
+        # A second output is allowed when it is the logits beside the probabilities (metadata
+        # `logits_output`); _select_output decides once the metadata is read.
+        if len(inputs) != 1 or len(outputs) not in (1, 2):
             raise EdgeclsError(
                 f"expected an image classifier with 1 input and 1 output, got {len(inputs)} and {len(outputs)}"
             )
         self.input_details, self.output_details = inputs[0], outputs[0]
+        self._outputs = outputs
         shape = tuple(int(d) for d in self.input_details["shape"])
         if len(shape) != 4 or shape[0] != 1 or min(shape) < 1 or shape[3] not in (1, 3):
             raise EdgeclsError(f"expected an image input of shape [1, H, W, 1 or 3], got {list(shape)}")
@@ -100,6 +114,26 @@ class TFLiteClassifier:
             raise EdgeclsError(f"quantized {np.dtype(self.output_details['dtype']).name} output tensor has no scale")
         self.input_shape = shape
         self.num_classes = out_shape[1]
+
+    def _select_output(self) -> None:
+        """Read the logits output when the metadata names one (exact small probabilities), else
+        the only output."""
+        self.reads_logits = self.metadata.output == "logits"
+        if len(self._outputs) == 1:
+            if self.metadata.logits_output and self.metadata.logits_output != self.output_details["name"]:
+                raise EdgeclsError(f"the metadata names a logits output {self.metadata.logits_output!r} the model does not have")
+            return
+        named = [o for o in self._outputs if o["name"] == self.metadata.logits_output] if self.metadata.logits_output else []
+        if not named:
+            raise EdgeclsError(
+                f"expected an image classifier with 1 input and 1 output (or a second output its metadata names as the logits), "
+                f"got 1 and {len(self._outputs)}"
+            )
+        self.output_details, self.reads_logits = named[0], True
+        if tuple(int(d) for d in self.output_details["shape"]) != (1, self.num_classes):
+            raise EdgeclsError(f"the logits output has shape {list(self.output_details['shape'])}, not [1, {self.num_classes}]")
+        if self.output_details["dtype"] != np.float32 and not self.output_details["quantization"][0]:
+            raise EdgeclsError(f"quantized {np.dtype(self.output_details['dtype']).name} logits tensor has no scale")
 
     def _default_metadata(self) -> ModelMetadata:
         channels = self.input_shape[3]
@@ -250,8 +284,7 @@ class TFLiteClassifier:
             self.interpreter.invoke()
             raw = self.interpreter.get_tensor(self.output_details["index"])[0]
         except (RuntimeError, ValueError) as exc:  # a kernel that refuses this (damaged) model
-            first = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__
-            raise EdgeclsError(f"the interpreter cannot run this model ({first})") from None
+            raise EdgeclsError(f"the interpreter cannot run this model ({first_line(exc)})") from None
         return self.output_to_probabilities(raw)
 
     def output_to_probabilities(self, raw: np.ndarray) -> np.ndarray:
@@ -260,7 +293,7 @@ class TFLiteClassifier:
             scale, zero_point = self.output_details["quantization"]
             raw = (raw.astype(np.float32) - zero_point) * np.float32(scale)
         temperature = self.metadata.temperature
-        if self.metadata.output == "logits":
+        if self.reads_logits:
             shifted = np.exp((raw - raw.max()) / temperature)
             raw = shifted / shifted.sum()
         elif temperature != 1.0:
@@ -302,6 +335,8 @@ class TFLiteClassifier:
     def probability_floor(self) -> float:
         """The smallest probability the output can tell from 0: half a quantization step for a
         quantized output, where a 0 may hide anything up to it (calibration.apply_temperature)."""
+        if self.reads_logits:  # probabilities computed here in float: nothing is hidden
+            return FLOAT_FLOOR
         scale = self.output_details["quantization"][0] if self.output_details["dtype"] != np.float32 else 0.0
         return 0.5 * float(scale) if scale else FLOAT_FLOOR
 
@@ -329,7 +364,8 @@ class TFLiteClassifier:
             "metadata_source": self.metadata_source,
             "tflite_metadata": self.standard_metadata.to_dict() if self.standard_metadata else None,
             "input": tensor(self.input_details),
-            "output": tensor(self.output_details),
+            "output": tensor(self.output_details),  # the one edgecls reads (the logits when the file has them)
+            "outputs": [tensor(o) for o in self._outputs],
             "metadata": self.metadata.__dict__ | {"input_size": list(self.metadata.input_size)},
         }
 

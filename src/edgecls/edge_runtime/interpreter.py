@@ -7,7 +7,7 @@ from typing import Any
 
 import numpy as np
 
-from edgecls.errors import EdgeclsError
+from edgecls.errors import EdgeclsError, first_line
 
 # (module, human name). TensorFlow is last: it costs ~5 s and ~580 MiB to import.
 INTERPRETER_MODULES = (
@@ -45,8 +45,7 @@ def make_interpreter(model_bytes: bytes, num_threads: int | None) -> tuple[Any, 
         check_tensors(interpreter)
         interpreter.allocate_tensors()
     except (ValueError, RuntimeError) as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise EdgeclsError(f"the model file is corrupt or unsupported: the interpreter cannot load it ({first[:200]})") from None
+        raise EdgeclsError(f"the model file is corrupt or unsupported: the interpreter cannot load it ({first_line(exc)})") from None
     return interpreter, package
 
 

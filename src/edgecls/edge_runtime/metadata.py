@@ -18,7 +18,7 @@ from typing import Any
 
 from flatbuffers import encode, number_types, table
 
-from edgecls.errors import EdgeclsError
+from edgecls.errors import EdgeclsError, first_line
 
 METADATA_NAME = "edgecls_metadata"
 SCHEMA_VERSION = 1
@@ -62,6 +62,10 @@ class ModelMetadata:
     # A group's decision threshold chosen on validation data: {"group": "malignant", "threshold":
     # 0.21, "target_sensitivity": 0.9, ...}; the device flags images at or above it.
     operating_point: dict[str, Any] = field(default_factory=dict)
+    # The name of a second output tensor holding the logits (the softmax's input) of a quantized
+    # model: the device computes the probabilities from it, with no 1/256 steps; other runtimes
+    # read the first output, the probabilities (convert.retype_io.add_logits_output).
+    logits_output: str = ""
 
     def to_json(self) -> str:
         doc = dataclasses.asdict(self)
@@ -105,6 +109,8 @@ class ModelMetadata:
         for name in ("metrics", "provenance", "groups", "operating_point"):
             if not isinstance(getattr(self, name), dict):
                 raise ValueError(f"{name} must be a JSON object")
+        if not isinstance(self.logits_output, str):
+            raise ValueError(f"logits_output must be a tensor name, got {self.logits_output!r:.40}")
         if type(self.temperature) not in (int, float) or not (math.isfinite(self.temperature) and self.temperature > 0):
             raise ValueError(f"temperature must be a positive number, got {self.temperature!r:.40}")
         for group, members in self.groups.items():
@@ -187,8 +193,7 @@ def read_metadata(model_bytes: bytes) -> ModelMetadata | None:
     try:
         return ModelMetadata.from_json(raw)
     except (ValueError, KeyError, TypeError, OverflowError, RecursionError) as exc:
-        reason = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__
-        raise EdgeclsError(f"model metadata '{METADATA_NAME}' is unreadable ({reason})") from None
+        raise EdgeclsError(f"model metadata '{METADATA_NAME}' is unreadable ({first_line(exc)})") from None
 
 
 def write_metadata(model_bytes: bytes, metadata: ModelMetadata) -> bytes:
@@ -211,7 +216,7 @@ def write_metadata(model_bytes: bytes, metadata: ModelMetadata) -> bytes:
     )
     entries = {METADATA_NAME: metadata.to_json().encode("utf-8"), STANDARD_METADATA_NAME: standard}
     model.metadata = [m for m in (model.metadata or []) if _name(m.name) not in entries]
-    model.buffers = list(model.buffers or [])
+    _drop_unused_buffers(model)  # the replaced entries' payloads: rewriting must not grow the file
     for name, payload in entries.items():
         buffer = schema.BufferT()
         buffer.data = np.frombuffer(payload, dtype=np.uint8)
@@ -223,6 +228,24 @@ def write_metadata(model_bytes: bytes, metadata: ModelMetadata) -> bytes:
     builder = flatbuffers.Builder(len(model_bytes) + sum(map(len, entries.values())) + 1024)
     builder.Finish(model.Pack(builder), file_identifier=TFLITE_IDENTIFIER)
     return append_associated_files(bytes(builder.Output()), files)
+
+
+def _drop_unused_buffers(model) -> None:
+    """Remove buffers nothing refers to (no tensor, metadata entry or legacy metadata_buffer),
+    renumbering the references; buffer 0, the empty sentinel, stays."""
+    buffers = list(model.buffers or [])
+    tensors = [t for subgraph in model.subgraphs or [] for t in subgraph.tensors or []]
+    legacy = [int(i) for i in (model.metadataBuffer if model.metadataBuffer is not None else [])]
+    used = {0, *(t.buffer for t in tensors), *(m.buffer for m in model.metadata or []), *legacy}
+    kept = [i for i in range(len(buffers)) if i in used]
+    new_index = {old: new for new, old in enumerate(kept)}
+    model.buffers = [buffers[i] for i in kept]
+    for tensor in tensors:
+        tensor.buffer = new_index[tensor.buffer]
+    for entry in model.metadata or []:
+        entry.buffer = new_index[entry.buffer]
+    if legacy:
+        model.metadataBuffer = [new_index[i] for i in legacy]
 
 
 def read_standard_metadata(model_bytes: bytes):

@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageOps
 
-from edgecls.errors import EdgeclsError
+from edgecls.errors import EdgeclsError, first_line
 
 # Bilinear, like Keras' image_dataset_from_directory default; chosen once, used everywhere.
 RESAMPLE = Image.Resampling.BILINEAR
@@ -70,11 +70,11 @@ def load_image(path: str | os.PathLike, size: tuple[int, int], channels: int = 3
     except OSError as exc:
         if exc.filename is not None and exc.strerror:  # the file system's error, not the decoder's
             raise ImageError(f"{shown}: cannot read file ({exc.strerror})") from None
-        raise ImageError(f"{shown}: cannot decode image ({_reason(exc)})") from None
+        raise ImageError(f"{shown}: cannot decode image ({first_line(exc)})") from None
     # The rest are what Pillow's decoders raise on damaged data (struct.error, IndexError and
     # KeyError come from hand-rolled header parsers such as TIFF's and EXIF's).
     except (SyntaxError, ValueError, TypeError, EOFError, MemoryError, struct.error, IndexError, KeyError, ZeroDivisionError) as exc:
-        raise ImageError(f"{shown}: cannot decode image ({_reason(exc)})") from None
+        raise ImageError(f"{shown}: cannot decode image ({first_line(exc)})") from None
 
 
 def prepare_image(img: Image.Image | np.ndarray, size: tuple[int, int], channels: int = 3) -> np.ndarray:
@@ -137,8 +137,3 @@ def _shown(path: str | os.PathLike) -> str:
     # Control characters (a newline in a file name) are escaped too: one report stays one line.
     text = os.fsdecode(path).encode("utf-8", "backslashreplace").decode("utf-8")
     return text.translate(_CONTROL_ESCAPES) if not text.isprintable() else text
-
-
-def _reason(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-    return text[:200]

@@ -10,6 +10,8 @@ which needs only the `flatbuffers` runtime: no TensorFlow, no MediaPipe.
 
 from __future__ import annotations
 
+import copy
+
 import io
 import zipfile
 from dataclasses import dataclass, field
@@ -104,9 +106,22 @@ def build_standard_metadata(meta, input_type: int, output_type: int) -> tuple[by
     label_file.type = fb.AssociatedFileType.TENSOR_AXIS_LABELS
     scores.associatedFiles = [label_file]
 
+    outputs = [scores]
+    if meta.logits_output:
+        # MediaPipe Tasks reads each output as a classification head and wants metadata for
+        # each; the probabilities come first, so its head 0 is what an app shows.
+        logits = fb.TensorMetadataT()
+        logits.name = "logits"
+        logits.description = f"Logits of the {len(meta.labels)} labels (the softmax's input), for calibrated probabilities."
+        logits.content = fb.ContentT()
+        logits.content.contentPropertiesType = fb.ContentProperties.FeatureProperties
+        logits.content.contentProperties = fb.FeaturePropertiesT()
+        logits.associatedFiles = [copy.deepcopy(label_file)]
+        outputs.append(logits)
+
     subgraph = fb.SubGraphMetadataT()
     subgraph.inputTensorMetadata = [image]
-    subgraph.outputTensorMetadata = [scores]
+    subgraph.outputTensorMetadata = outputs
     model.subgraphMetadata = [subgraph]
 
     builder = flatbuffers.Builder(1024)

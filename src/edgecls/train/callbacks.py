@@ -13,9 +13,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from edgecls.io import atomic_path, write_text_atomic
-from edgecls.train.evaluate import validation_logs
-from edgecls.train.tf_env import import_tf
+from edgecls.core.metrics import validation_logs
+from edgecls.core.tf_env import import_tf
+from edgecls.files import atomic_path, write_text_atomic
 
 tf, keras = import_tf()
 

@@ -23,8 +23,8 @@ def last_spatial_layer(model):
 
 def gradcam_heatmaps(model, images: np.ndarray, class_indices: np.ndarray, layer=None) -> np.ndarray:
     """Heatmaps in 0..1 at the images' size, for uint8 `images` (N,h,w,3) and the classes to explain."""
+    from edgecls.core.tf_env import import_tf
     from edgecls.edge_runtime.normalization import PIXEL_UNIT
-    from edgecls.train.tf_env import import_tf
 
     tf, keras = import_tf()
     layer = layer or last_spatial_layer(model)

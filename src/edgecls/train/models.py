@@ -5,9 +5,9 @@ softmax probabilities from a float32 final Activation (so mixed precision still 
 float32), no Lambda, preprocessing or augmentation layers inside. Builders receive `keras`
 (tf_keras) as an argument so this module imports no TensorFlow until a model is built.
 
-`quantizable` says whether tfmot's default 8-bit QAT can wrap the model as built
-(a BatchNormalization after a Dense layer, GroupNormalization and LSTM
-cannot); every model converts to float TFLite.
+Every model converts to float TFLite and int8; which layers QAT can wrap is found out by
+`edgecls.convert.qat.quantization_aware_model` when converting (a BatchNormalization after a
+Dense layer, GroupNormalization and LSTM stay float while fine-tuning).
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ import os
 from dataclasses import dataclass
 from typing import Any, Callable
 
-from edgecls.errors import EdgeclsError
+from edgecls.errors import EdgeclsError, first_line
 
 # Short training runs: moving statistics that lag behind the weights made a BN model predict one
 # class for everything in inference mode. 0.9 follows the weights ~10x faster than Keras' 0.99.
@@ -28,7 +28,6 @@ class ModelSpec:
     name: str
     build: Callable[..., Any]
     description: str
-    quantizable: bool = True
     min_size: int = 32  # smallest square input the architecture accepts
     pretrained: tuple[str, ...] = ()  # named weights it can start from, e.g. ("imagenet",)
 
@@ -68,7 +67,7 @@ def create_model(
 ):
     """Build a registered model, uncompiled. `weights`: None (random), a name the model lists in
     `pretrained` (e.g. "imagenet", downloaded by Keras), or a weights file to load."""
-    from edgecls.train.tf_env import import_tf
+    from edgecls.core.tf_env import import_tf
 
     spec = model_spec(name)
     input_shape = tuple(int(d) for d in input_shape)
@@ -86,7 +85,7 @@ def create_model(
         try:
             model.load_weights(os.fspath(weights))
         except Exception as exc:  # h5py, TF checkpoint and shape errors all mean "wrong file"
-            raise EdgeclsError(f"cannot load weights {weights} into {name}: {_first_line(exc)}") from None
+            raise EdgeclsError(f"cannot load weights {weights} into {name}: {first_line(exc, 300)}") from None
     return model
 
 
@@ -172,7 +171,6 @@ def gap_cnn(keras, input_shape, num_classes, weights=None):
 @register_model(
     "bn-cnn",
     "baseline: BatchNorm CNN with dropout and a dense head (28x28 in its notebook)",
-    quantizable=False,  # tfmot cannot wrap the BatchNormalization after the dense layer
 )
 def bn_cnn(keras, input_shape, num_classes, weights=None):
     layers = keras.layers
@@ -194,7 +192,6 @@ def bn_cnn(keras, input_shape, num_classes, weights=None):
 @register_model(
     "gn-cnn",
     "baseline: 30/30/20/15/10-filter CNN, BatchNorm + GroupNorm(3), 256/128 head (90x120 in its notebook)",
-    quantizable=False,
 )
 def gn_cnn(keras, input_shape, num_classes, weights=None):
     layers = keras.layers
@@ -230,7 +227,7 @@ def smear_cnn(keras, input_shape, num_classes, weights=None):
     return keras.Model(inputs, _classifier_head(keras, x, num_classes, 0.0), name="smear_cnn")
 
 
-@register_model("cnn-lstm", "baseline: CNN feature map read row by row by an LSTM", quantizable=False)
+@register_model("cnn-lstm", "baseline: CNN feature map read row by row by an LSTM")
 def cnn_lstm(keras, input_shape, num_classes, weights=None):
     layers = keras.layers
     inputs = keras.Input(input_shape, name="image")
@@ -253,10 +250,10 @@ def _mobilenetv2(keras, input_shape, num_classes, weights=None, alpha: float = 1
             input_shape=input_shape, alpha=alpha, include_top=False, weights=weights, pooling="avg"
         )
     except ValueError as exc:  # alpha/size combinations without published weights
-        raise EdgeclsError(f"mobilenetv2: {_first_line(exc)}") from None
+        raise EdgeclsError(f"mobilenetv2: {first_line(exc, 300)}") from None
     except Exception as exc:  # urllib, socket, SSL, HTTP: the weights could not be downloaded
         raise EdgeclsError(
-            f"could not download {weights} weights for mobilenetv2 ({_first_line(exc)}); "
+            f"could not download {weights} weights for mobilenetv2 ({first_line(exc, 300)}); "
             "train without --weights, or pass a local weights file"
         ) from None
     for layer in backbone.layers:  # Keras' 0.999 lags for weeks of fine-tuning steps; see BN_MOMENTUM
@@ -316,8 +313,3 @@ def efficientnet_lite0(keras, input_shape, num_classes, weights=None, dropout: f
     x = _conv_bn_relu6(keras, x, 1280, kernel=1, name="head")
     x = layers.GlobalAveragePooling2D(name="pool")(x)
     return keras.Model(inputs, _classifier_head(keras, x, num_classes, dropout), name="efficientnet_lite0")
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return (text.splitlines()[0] if text else type(exc).__name__)[:300]

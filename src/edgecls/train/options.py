@@ -28,6 +28,36 @@ _RUN_CONTROLS = ("resume", "force", "verbose")
 
 @dataclass
 class TrainOptions:
+    """How `train_classifier` (and `edgecls train`, whose flags these are) trains a model.
+
+    The model: `model` (a name from the model registry, `edgecls.train.models.list_models()`:
+    edge-cnn, edge-cnn-small, mobilenetv2, ...), `image_size` (square input side in pixels, default 94),
+    `weights` ("imagenet" for models that offer it, or a weights file to start from).
+
+    The recipe: `epochs` (most epochs; early stopping may end sooner), `batch_size` (images
+    per step, across devices), `learning_rate` (the peak), `optimizer` ("adam" or "adamw") with
+    `weight_decay` (AdamW only), `lr_schedule` ("cosine": cosine decay after `warmup_epochs` of
+    linear warm-up; "one-cycle": warm-up over `warmup_fraction` of all steps, then cosine to
+    ~0; "plateau": halve when `monitor` stalls), `label_smoothing` (0: plain cross-entropy),
+    `imbalance` ("class-weights": balanced weights raised to `class_weight_power`;
+    "balanced-sampling"; "none"), `augment` ("standard", "strong" or "none"), `monitor` (the
+    validation metric, in inference mode, that picks the best epoch: val_balanced_accuracy,
+    val_auc, val_accuracy, val_loss, val_acc_balacc_mean) and `patience` (epochs without
+    improvement before stopping), `seed` (split, shuffling, augmentation, initial weights).
+
+    The data: `val_fraction` and `test_fraction` (shares of the images, by group, for the
+    validation and test splits), `data_format` ("auto", "ham10000", "folders", "hmnist"),
+    `limit` (a stratified subset of about this many images, for quick trials), `cache_file`
+    (cache decoded images on disk instead of in memory).
+
+    The machine: `strategy` ("default", or "mirrored" over all local GPUs), `mixed_precision`
+    ("auto": float16 compute when a GPU is present, "on", "off"), `tensorboard` (write logs/).
+
+    This invocation only (not saved in config.json): `resume` (continue the run in the output
+    folder), `force` (replace it), `verbose` (Keras' fit output: 0 none, 1 a progress bar, 2 one
+    line per epoch).
+    """
+
     model: str = "edge-cnn"
     image_size: int = 94  # square side in pixels; DESIGN.md default
     epochs: int = 30

@@ -11,7 +11,7 @@ from typing import Sequence
 import numpy as np
 import pandas as pd
 
-from edgecls.io import atomic_path
+from edgecls.files import atomic_path
 
 
 def _figure(width: float, height: float):

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import math
 
-from edgecls.train.tf_env import import_tf
+from edgecls.core.tf_env import import_tf
 
 tf, keras = import_tf()
 

@@ -8,9 +8,9 @@ from typing import Any, Sequence
 import numpy as np
 import pandas as pd
 
-from edgecls.io import write_json_atomic, write_text_atomic
+from edgecls.core.metrics import SplitResult
+from edgecls.files import write_json_atomic, write_text_atomic
 from edgecls.train import plots
-from edgecls.train.evaluate import SplitResult
 
 GRADCAM_IMAGES = 8
 

@@ -1,46 +1,19 @@
-"""The run folder (docs/DESIGN.md "Run folder"): create it safely, describe it, read it back.
-
-`load_run(run_dir)` is how `evaluate`, `convert` and `demo` get a trained model, its labels,
-image size, dataset and split, without knowing how training laid the folder out.
+"""Writing the run folder (docs/DESIGN.md "Run folder"): create it safely and describe it.
+Its file names and the reader (`load_run`) are `edgecls.core.runs`, shared with evaluate and convert.
 """
 
 from __future__ import annotations
 
-import dataclasses
-import json
 import os
 import shutil
-from functools import cached_property
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-import pandas as pd
-
 import edgecls
+from edgecls.core.runs import CONFIG_FILE, LABELS_FILE, RUN_DIRS, RUN_FILES, SPLIT_FILE
 from edgecls.errors import EdgeclsError
-from edgecls.io import atomic_path, write_json_atomic
+from edgecls.files import write_json_atomic
 from edgecls.train.options import TrainOptions
-
-MODEL_FILE = "model.keras"
-CONFIG_FILE = "config.json"
-LABELS_FILE = "labels.json"
-SPLIT_FILE = "split.csv"
-HISTORY_FILE = "history.csv"
-METRICS_FILE = "metrics.json"
-REPORT_FILE = "report.md"
-PLOTS_DIR = "plots"
-CHECKPOINTS_DIR = "checkpoints"
-LOGS_DIR = "logs"
-CONVERT_DIR = "convert"
-EVALUATE_DIR = "evaluate"
-BEST_WEIGHTS = f"{CHECKPOINTS_DIR}/best.weights.h5"
-BACKUP_DIR = f"{CHECKPOINTS_DIR}/backup"
-
-# What a run writes. --force removes exactly these (never the whole folder, which may be a
-# user's folder with other things in it); convert/ and evaluate/ go too: they describe the old model.
-RUN_FILES = (MODEL_FILE, CONFIG_FILE, LABELS_FILE, SPLIT_FILE, HISTORY_FILE, METRICS_FILE, REPORT_FILE)
-RUN_DIRS = (PLOTS_DIR, CHECKPOINTS_DIR, LOGS_DIR, CONVERT_DIR, EVALUATE_DIR)
 
 
 def prepare_run_dir(run_dir: str | Path, force: bool = False, resume: bool = False) -> bool:
@@ -80,152 +53,3 @@ def write_run_config(run_dir: Path, data_path: str | Path, dataset, options: Tra
     write_json_atomic(run_dir / CONFIG_FILE, config)
     write_json_atomic(run_dir / LABELS_FILE, list(dataset.labels))
     return config
-
-
-def read_json(path: Path, what: str) -> Any:
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise EdgeclsError(f"{path}: no {what} (is this a run folder written by `edgecls train`?)") from None
-    except (OSError, ValueError) as exc:
-        raise EdgeclsError(f"{path}: cannot read {what} ({exc})") from None
-
-
-def load_keras_model(path: str | Path):
-    """A saved `.keras` model, safe mode (no arbitrary code), uncompiled: for inference/convert."""
-    from edgecls.train.tf_env import import_tf
-
-    path = Path(path)
-    if not path.is_file():
-        raise EdgeclsError(f"{path}: no such model file")
-    _, keras = import_tf()
-    try:
-        return keras.models.load_model(path, compile=False, safe_mode=True)
-    except Exception as exc:  # zip, JSON, h5 and deserialisation errors all mean "not a usable model"
-        text = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__
-        raise EdgeclsError(f"{path}: cannot load Keras model ({text})") from None
-
-
-def save_keras_model(model, path: str | Path) -> Path:
-    """Save atomically: a crash mid-write leaves the previous file, never half a zip."""
-    with atomic_path(path, suffix=".keras") as tmp:
-        model.save(tmp)
-    return Path(path)
-
-
-@dataclasses.dataclass
-class Run:
-    """A trained run folder. Model, dataset and split load on first use."""
-
-    path: Path
-    config: dict[str, Any]
-    data_override: str | None = None
-
-    @property
-    def labels(self) -> list[str]:
-        return list(self.config["labels"])
-
-    @property
-    def image_size(self) -> tuple[int, int]:
-        height, width = self.config["image_size"]
-        return int(height), int(width)
-
-    @property
-    def model_name(self) -> str:
-        return self.config["model"]
-
-    @property
-    def options(self) -> TrainOptions:
-        return TrainOptions.from_config(self.config.get("options", {}))
-
-    @property
-    def model_path(self) -> Path:
-        return self.path / MODEL_FILE
-
-    @cached_property
-    def model(self):
-        return load_keras_model(self.model_path)
-
-    @cached_property
-    def dataset(self):
-        from edgecls.train.datasets import load_dataset
-
-        source = self.config["dataset"]
-        dataset = load_dataset(self.data_override or source["path"], source.get("format", "auto"))
-        if list(dataset.labels) != self.labels:
-            missing = sorted(set(self.labels) - set(dataset.labels)) or sorted(set(dataset.labels) - set(self.labels))
-            raise EdgeclsError(
-                f"{dataset.root}: classes differ from the run's ({', '.join(missing[:5])}); is this the dataset it was trained on?"
-            )
-        # A --limit run trained on a subset; split.csv lists exactly that subset.
-        if self.options.limit and (self.path / SPLIT_FILE).is_file():
-            keys = pd.read_csv(self.path / SPLIT_FILE, dtype=str, keep_default_na=False)["key"]
-            dataset = restrict_dataset(dataset, dataset.items["key"].isin(keys).to_numpy())
-        return dataset
-
-    @cached_property
-    def split(self) -> pd.Series:
-        from edgecls.train.split import load_split
-
-        return load_split(self.path / SPLIT_FILE, self.dataset)
-
-    def split_items(self, name: str) -> pd.DataFrame:
-        """The dataset rows of one split ("train", "val", "test") or of all of them ("all")."""
-        if name == "all":
-            return self.dataset.items
-        return self.dataset.items[(self.split == name).to_numpy()]
-
-    @property
-    def history(self) -> pd.DataFrame | None:
-        path = self.path / HISTORY_FILE
-        return pd.read_csv(path) if path.is_file() else None
-
-    @property
-    def metrics(self) -> dict[str, Any] | None:
-        path = self.path / METRICS_FILE
-        return read_json(path, "metrics") if path.is_file() else None
-
-
-def load_run(run_dir: str | Path, data_override: str | None = None) -> Run:
-    """Open a run folder written by `edgecls train`; `data_override` points at the dataset when
-    it has moved since training (the config keeps the path it was trained from)."""
-    run_dir = Path(run_dir)
-    if not run_dir.is_dir():
-        raise EdgeclsError(f"run folder not found: {run_dir}")
-    config = read_json(run_dir / CONFIG_FILE, "config.json")
-    for key in ("labels", "image_size", "model", "dataset"):
-        if key not in config:
-            raise EdgeclsError(f"{run_dir / CONFIG_FILE}: no {key!r} entry; not a config written by `edgecls train`")
-    return Run(run_dir, config, None if data_override is None else str(data_override))
-
-
-def is_run_dir(path: str | Path) -> bool:
-    return Path(path).is_dir() and (Path(path) / CONFIG_FILE).is_file()
-
-
-def restrict_dataset(dataset, keep: np.ndarray):
-    """The same dataset with only the rows where `keep` is True (pixels follow for HMNIST)."""
-    keep = np.asarray(keep, dtype=bool)
-    pixels = dataset.pixels[keep] if getattr(dataset, "pixels", None) is not None else None
-    return dataclasses.replace(dataset, items=dataset.items[keep].reset_index(drop=True), pixels=pixels)
-
-
-def stratified_subset(dataset, limit: int, seed: int):
-    """About `limit` images in the classes' proportions, at least 3 per class where there are
-    (so each class can reach train, val and test), spread over as many groups as possible."""
-    items = dataset.items
-    if limit >= len(items):
-        return dataset
-    rng = np.random.default_rng(seed)
-    order = rng.permutation(len(items))
-    shuffled = items.iloc[order]
-    # Rank 0 = first image of its group in the shuffled order: distinct groups are taken first.
-    rank = shuffled.groupby("group").cumcount().to_numpy()
-    keep = np.zeros(len(items), dtype=bool)
-    fractions = items["label"].value_counts(normalize=True)
-    for label, fraction in fractions.items():
-        mine = np.flatnonzero(shuffled["label"].to_numpy() == label)
-        mine = mine[np.argsort(rank[mine], kind="stable")]
-        wanted = max(3, int(round(limit * fraction)))
-        keep[order[mine[:wanted]]] = True
-    return restrict_dataset(dataset, keep)

@@ -12,23 +12,25 @@ from __future__ import annotations
 import contextlib
 import time
 from pathlib import Path
-from typing import Callable, Iterable
+from typing import Iterable
 
 import numpy as np
 import pandas as pd
 
-from edgecls.errors import EdgeclsError
-from edgecls.train import run as runs
+from edgecls.core import runs
+from edgecls.core.pipeline import class_weights
+from edgecls.errors import EdgeclsError, first_line
+from edgecls.log import get_logger
 from edgecls.train.options import TrainOptions
+from edgecls.train.run import prepare_run_dir, write_run_config
 
-Echo = Callable[[str], None]
+logger = get_logger("train")
 
 
 def train_model(
     options: TrainOptions,
     data_path: str | Path,
     run_dir: str | Path,
-    echo: Echo = print,
     extra_callbacks: Iterable = (),
 ) -> runs.Run:
     """Train, save and evaluate; return the finished `Run`.
@@ -36,42 +38,42 @@ def train_model(
     With options.resume and a run already in `run_dir`, the saved options and split are used
     (only `epochs` and `verbose` come from `options`), and fitting continues from the last
     completed epoch. `extra_callbacks` are Keras callbacks added to fit (tests, notebooks).
+    Progress goes to the `edgecls.train` logger; Keras prints its own epoch lines (`options.verbose`).
     """
-    from edgecls.train.datasets import load_dataset
-    from edgecls.train.split import load_split, make_split, save_split
+    from edgecls.data.datasets import load_dataset
+    from edgecls.data.split import load_split, make_split, save_split, stratified_subset
+    from edgecls.train.evaluate import evaluate_run
 
     options.validate()
     run_dir = Path(run_dir)
     # Check the data before --force clears an existing run: bad data must not cost the old run.
     dataset = None if options.resume else load_dataset(data_path, options.data_format)
-    resuming = runs.prepare_run_dir(run_dir, force=options.force, resume=options.resume)
+    resuming = prepare_run_dir(run_dir, force=options.force, resume=options.resume)
     if resuming:
         saved = runs.load_run(run_dir).options
         options = TrainOptions.from_config(saved.to_config(), epochs=options.epochs, verbose=options.verbose, resume=True)
-        echo(f"resuming {run_dir}: {options.model}, {options.image_size}px, up to epoch {options.epochs}")
+        logger.info(f"resuming {run_dir}: {options.model}, {options.image_size}px, up to epoch {options.epochs}")
     elif options.resume:
-        echo(f"nothing to resume in {run_dir}: starting a new run")
+        logger.info(f"nothing to resume in {run_dir}: starting a new run")
 
     if dataset is None:
         dataset = load_dataset(data_path, options.data_format)
-    echo(f"dataset: {dataset.summary()}")
+    logger.info(f"dataset: {dataset.summary()}")
     if options.limit:
-        dataset = runs.stratified_subset(dataset, options.limit, options.seed)
-        echo(f"using a stratified subset of {len(dataset)} images (--limit {options.limit})")
+        dataset = stratified_subset(dataset, options.limit, options.seed)
+        logger.info(f"using a stratified subset of {len(dataset)} images (--limit {options.limit})")
     if resuming:
         split = load_split(run_dir, dataset)
     else:
         split = make_split(dataset, options.val_fraction, options.test_fraction, options.seed)
         save_split(run_dir, dataset, split)
-    runs.write_run_config(run_dir, data_path, dataset, options)
-    echo(split_summary(dataset, split))
+    write_run_config(run_dir, data_path, dataset, options)
+    logger.info(split_summary(dataset, split))
 
-    model = fit_model(options, dataset, split, run_dir, echo, list(extra_callbacks))
+    model = fit_model(options, dataset, split, run_dir, list(extra_callbacks))
     run = runs.load_run(run_dir, data_override=str(data_path))
     run.__dict__.update(dataset=dataset, model=model)  # both in memory already: skip reloading them
-    from edgecls.train.evaluate import evaluate_run
-
-    evaluate_run(run, ("val", "test"), run_dir, echo)
+    evaluate_run(run, ("val", "test"), run_dir)
     return run
 
 
@@ -85,24 +87,13 @@ def split_summary(dataset, split: pd.Series) -> str:
     return "\n".join(lines)
 
 
-def _have_tensorboard(echo: Echo) -> bool:
+def _have_tensorboard() -> bool:
     import importlib.util
 
     if importlib.util.find_spec("tensorboard") is None:
-        echo("note: TensorBoard is not installed (pip install tensorboard): no logs/ written")
+        logger.info("note: TensorBoard is not installed (pip install tensorboard): no logs/ written")
         return False
     return True
-
-
-def class_weights(labels: np.ndarray, num_classes: int, power: float) -> dict[int, float]:
-    """sklearn's "balanced" weights (n / (k * count)) raised to `power`; 1.0 for absent classes."""
-    from sklearn.utils.class_weight import compute_class_weight
-
-    present = np.unique(labels)
-    balanced = compute_class_weight("balanced", classes=present, y=labels)
-    weights = {c: 1.0 for c in range(num_classes)}
-    weights.update({int(c): float(w**power) for c, w in zip(present, balanced)})
-    return weights
 
 
 @contextlib.contextmanager
@@ -116,12 +107,12 @@ def precision_policy(keras, tf, setting: str):
         keras.mixed_precision.set_global_policy("float32")
 
 
-def fit_model(options: TrainOptions, dataset, split: pd.Series, run_dir: Path, echo: Echo, extra_callbacks: list):
+def fit_model(options: TrainOptions, dataset, split: pd.Series, run_dir: Path, extra_callbacks: list):
     """Fit, then save the best epoch's weights as model.keras (float32); return that model."""
+    from edgecls.core.pipeline import evaluation_dataset, image_sources, training_dataset
+    from edgecls.core.tf_env import import_tf
     from edgecls.train import callbacks as cb
     from edgecls.train.models import create_model
-    from edgecls.train.pipeline import evaluation_dataset, image_sources, training_dataset
-    from edgecls.train.tf_env import import_tf
 
     tf, keras = import_tf()
     keras.utils.set_random_seed(options.seed)
@@ -143,7 +134,7 @@ def fit_model(options: TrainOptions, dataset, split: pd.Series, run_dir: Path, e
     if options.imbalance == "class-weights":
         weights = class_weights(targets["train"], len(labels), options.class_weight_power)
     if weights:
-        echo("class weights: " + ", ".join(f"{labels[c]} {w:.2f}" for c, w in weights.items()))
+        logger.info("class weights: " + ", ".join(f"{labels[c]} {w:.2f}" for c, w in weights.items()))
 
     strategy = tf.distribute.MirroredStrategy() if options.strategy == "mirrored" else tf.distribute.get_strategy()
     history = runs.load_run(run_dir).history if options.resume else None
@@ -156,11 +147,11 @@ def fit_model(options: TrainOptions, dataset, split: pd.Series, run_dir: Path, e
                           loss=make_loss(keras, options), metrics=["accuracy"])  # fmt: skip
         extras = (", mixed precision" if mixed else "") + (
             f", {strategy.num_replicas_in_sync} replicas" if options.strategy == "mirrored" else "")  # fmt: skip
-        echo(f"model: {options.model}, {model.count_params():,} parameters, "
+        logger.info(f"model: {options.model}, {model.count_params():,} parameters, "
              f"input {options.image_size}x{options.image_size}x3{extras}")  # fmt: skip
         saver = cb.BestWeights(best_path, options.monitor, best, best_epoch)
         callbacks = _callbacks(tf, keras, options, sources["train"], targets["train"], val_data, targets["val"], labels,
-                               saver, history, run_dir, echo) + list(extra_callbacks)  # fmt: skip
+                               saver, history, run_dir) + list(extra_callbacks)  # fmt: skip
         # Last, so a backup is only taken once the epoch's history and best weights are on disk.
         callbacks.append(keras.callbacks.BackupAndRestore(run_dir / runs.BACKUP_DIR, delete_checkpoint=False))
         started = time.perf_counter()
@@ -168,27 +159,27 @@ def fit_model(options: TrainOptions, dataset, split: pd.Series, run_dir: Path, e
             model.fit(train_data, epochs=options.epochs, steps_per_epoch=steps, class_weight=weights,
                       callbacks=callbacks, verbose=options.verbose)  # fmt: skip
         except tf.errors.OpError as exc:
-            raise EdgeclsError(f"training failed: {exc.message.strip().splitlines()[0][:300]}") from None
-        echo(f"training took {time.perf_counter() - started:.0f} s")
+            raise EdgeclsError(f"training failed: {first_line(exc, 300)}") from None
+        logger.info(f"training took {time.perf_counter() - started:.0f} s")
     # Saved as a float32 model without optimizer or distribution strategy: what convert wants.
     final = create_model(options.model, (*options.size, 3), len(labels))
     if best_path.is_file():
         final.load_weights(best_path)
         if saver.best is not None:
-            echo(f"best epoch: {saver.best_epoch + 1} ({options.monitor} {saver.best:.4f})")
+            logger.info(f"best epoch: {saver.best_epoch + 1} ({options.monitor} {saver.best:.4f})")
     else:
         final.set_weights(model.get_weights())
-        echo(f"no epoch had a finite {options.monitor}; saving the last weights")
+        logger.info(f"no epoch had a finite {options.monitor}; saving the last weights")
     runs.save_keras_model(final, run_dir / runs.MODEL_FILE)
     return final
 
 
 def _callbacks(tf, keras, options, train_sources, y_train, val_data, y_val, labels, saver, history,
-               run_dir: Path, echo: Echo) -> list:  # fmt: skip
+               run_dir: Path) -> list:  # fmt: skip
     """In this order: inference-mode statistics and metrics first, so that everything after them
     (LR plateau, best checkpoint, early stopping, history, TensorBoard) sees the val_* values."""
+    from edgecls.core.pipeline import evaluation_dataset
     from edgecls.train import callbacks as cb
-    from edgecls.train.pipeline import evaluation_dataset
 
     # A fixed random sample of training images, unaugmented, for the BatchNorm statistics.
     sample = np.random.default_rng(options.seed).permutation(len(y_train))[: 16 * options.batch_size]
@@ -202,7 +193,7 @@ def _callbacks(tf, keras, options, train_sources, y_train, val_data, y_val, labe
             min_lr=options.learning_rate / 100))  # fmt: skip
     callbacks += [saver, cb.ResumableEarlyStopping(options.monitor, mode=mode, patience=options.patience, verbose=1, history=history),
                   cb.HistoryWriter(run_dir / runs.HISTORY_FILE, history)]  # fmt: skip
-    if options.tensorboard and _have_tensorboard(echo):
+    if options.tensorboard and _have_tensorboard():
         callbacks.append(keras.callbacks.TensorBoard(run_dir / runs.LOGS_DIR, write_graph=False, profile_batch=0))
     return callbacks
 

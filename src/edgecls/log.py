@@ -1,4 +1,4 @@
-"""Logging for the Python API: edgecls logs to the `edgecls` logger and is quiet by default.
+"""Logging for all of edgecls: library code logs to the `edgecls` logger and is quiet by default.
 
 Library code never prints its messages and never calls `sys.exit`; it logs them (INFO for
 progress, WARNING for things to look at) and raises `EdgeclsError`. Nothing is shown until

@@ -1,4 +1,4 @@
-"""Image files on disk for `edgecls.train.datasets`: finding, checking, hashing, and the two
+"""Image files on disk for `edgecls.data.datasets`: finding, checking, hashing, and the two
 file-based layouts (HAM10000 metadata CSV, one folder per class).
 
 The rules every layout shares live here once: which files count (image suffixes; hidden
@@ -23,7 +23,7 @@ import pandas as pd
 from PIL import Image
 
 from edgecls.edge_runtime.preprocess import is_image_file
-from edgecls.errors import EdgeclsError
+from edgecls.errors import EdgeclsError, first_line
 
 # Litter that unzipping or browsing a dataset leaves behind; never data.
 IGNORED_NAMES = frozenset({"__MACOSX", "Thumbs.db", "desktop.ini"})
@@ -176,8 +176,7 @@ def read_csv(path: Path, **kwargs) -> pd.DataFrame:
     try:
         table = pd.read_csv(path, **kwargs)
     except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError, ValueError) as exc:
-        reason = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__
-        raise EdgeclsError(f"{path}: cannot read CSV ({reason})") from None
+        raise EdgeclsError(f"{path}: cannot read CSV ({first_line(exc)})") from None
     except OSError as exc:
         raise EdgeclsError(f"{path}: cannot read file ({exc.strerror or exc})") from None
     table.columns = [str(c).strip().lower() for c in table.columns]

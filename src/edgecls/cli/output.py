@@ -10,7 +10,7 @@ import sys
 from pathlib import Path
 from typing import Callable, Iterator, Sequence
 
-from edgecls.io import write_text_atomic
+from edgecls.files import write_text_atomic
 
 # Below this many images a progress bar is just noise.
 PROGRESS_MIN_ITEMS = 20
@@ -107,7 +107,7 @@ def record_stream(fmt: str, output: Path | None) -> Iterator[Callable[[object], 
     if output is None:
         yield from _stream_to(sys.stdout, fmt)
         return
-    from edgecls.io import atomic_path
+    from edgecls.files import atomic_path
 
     try:
         with atomic_path(output) as tmp, tmp.open("w", encoding="utf-8", newline="") as file:
@@ -168,11 +168,10 @@ def print_model_info(d: dict) -> None:
         f"file          {d['path']} ({d['file_size_bytes'] / 1024:.1f} KB)",
         f"interpreter   {d['interpreter']}",
     ]
-    for kind in ("input", "output"):
-        t = d[kind]
-        q = t["quantization"]
+    for kind, tensor in (("input", d["input"]), *(("output", t) for t in d.get("outputs", [d["output"]]))):
+        q = tensor["quantization"]
         quant = f"scale={q['scale']:.6g} zero_point={q['zero_point']}" if q else "not quantized"
-        lines.append(f"{kind:<13} {t['dtype']} {t['shape']} ({quant})")
+        lines.append(f"{kind:<13} {tensor['name']}: {tensor['dtype']} {tensor['shape']} ({quant})")
     source = d.get("metadata_source", "edgecls" if d["has_metadata"] else "none")
     if source == "none":
         lines.append("metadata      none (labels are class indices; inputs scaled to 0..1)")
@@ -182,11 +181,20 @@ def print_model_info(d: dict) -> None:
         f"labels        {', '.join(meta['labels'])}",
         f"input size    {meta['input_size'][0]}x{meta['input_size'][1]}x{meta['channels']}",
         f"normalisation (pixel - {meta['mean']}) / {meta['std']}",
-        f"output        {meta['output']}",
+        f"output        {meta['output']}"
+        + (f" (edgecls computes them from the '{meta['logits_output']}' output)" if meta.get("logits_output") else ""),
     ]
     for key in ("name", "dataset", "quantization", "created", "edgecls_version"):
         if meta.get(key):
             lines.append(f"{key:<13} {meta[key]}")
+    if meta.get("temperature", 1.0) != 1.0:
+        lines.append(f"temperature   {meta['temperature']} (applied to the scores; fitted on validation data)")
+    for group, members in (meta.get("groups") or {}).items():
+        lines.append(f"group         {group}: {', '.join(members)}")
+    point = meta.get("operating_point") or {}
+    if point:
+        lines.append(f"flag          {point['group']} probability >= {point['threshold']}"
+                     + (f" (chosen for {100 * point['target_sensitivity']:.0f}% sensitivity on validation)" if point.get("target_sensitivity") else ""))
     if source == "edgecls":
         for key in ("metrics", "provenance"):
             for k, v in (meta.get(key) or {}).items():
@@ -203,3 +211,91 @@ def print_model_info(d: dict) -> None:
     else:
         lines.append("TFLite Model Metadata: none (MediaPipe Tasks will show no label names)")
     print("\n".join(lines))
+
+
+def print_parity_report(report) -> None:
+    """A rich table, the verdict, and any notes. File names are left to the caller's summary
+    line so the table fits a normal terminal."""
+    from rich.table import Table
+
+    from edgecls.convert.parity import GATE_FAILED, KERAS
+    from edgecls.convert.report import COLUMNS, TERMINAL_HEADERS, calibration_line, normalization_text, table_rows
+
+    out = console()
+    title = f"{report.model} on {report.dataset}: test split, {report.test_images} images"
+    table = Table(title=title, show_edge=False, header_style="bold", pad_edge=False)
+    shown = [i for i, (header, _) in enumerate(COLUMNS) if header != "file"]
+    for i in shown:
+        header, right = COLUMNS[i]
+        table.add_column(TERMINAL_HEADERS.get(header, header), justify="right" if right else "left", overflow="fold")
+    for row, cells in zip(report.rows, table_rows(report)):
+        style = "red" if row.gate == GATE_FAILED or row.error else ("bold" if row.name == KERAS else None)
+        table.add_row(*(cells[i] for i in shown), style=style)
+    out.print(table)
+    out.print(f"input normalisation: {normalization_text(report)}", highlight=False)
+    for note in report.notes + [f"{row.name}: {note}" for row in report.rows for note in row.notes]:
+        out.print(f"note: {note}", highlight=False)
+    for row in report.rows:
+        if row.calibration:
+            out.print(calibration_line(row), highlight=False)
+    verdict_style = "green" if report.gate_passed else "bold red"
+    out.print(report.verdict, style=verdict_style, highlight=False)
+
+
+def print_bench_table(report: dict) -> None:
+    from rich.table import Table
+
+    has_e2e = any(r["end_to_end"] for m in report["models"] for r in m["results"])
+    has_tta = any(r.get("tta") for m in report["models"] for r in m["results"])
+    table = Table(show_edge=False, header_style="bold")
+    columns = ["model", "threads", "p50 ms", "p90 ms", "p99 ms", "img/s", "speed x", "size KB", "size x"]
+    if has_e2e:
+        columns += ["e2e img/s", "e2e x", "decode-only img/s", "e2e / decode"]
+    if has_tta:
+        columns += ["--tta p50 ms", "--tta e2e img/s"] if has_e2e else ["--tta p50 ms"]
+    for column in columns:
+        table.add_column(column, justify="left" if column == "model" else "right")
+    for model in report["models"]:
+        for i, r in enumerate(model["results"]):
+            lat = r["latency_ms"]
+            row = [
+                model["name"] if i == 0 else "",
+                str(r["threads"]),
+                f"{lat['p50']:.3f}",
+                f"{lat['p90']:.3f}",
+                f"{lat['p99']:.3f}",
+                f"{r['images_per_s']:.0f}" if r["images_per_s"] else "-",
+                _ratio(r["speed_ratio"]),
+                f"{model['file_size_bytes'] / 1024:.1f}",
+                _ratio(model["size_ratio"]),
+            ]
+            if has_e2e:
+                e2e = r["end_to_end"] or {}
+                row += [
+                    f"{e2e['images_per_s']:.0f}" if e2e.get("images_per_s") else "-",
+                    _ratio(e2e.get("speed_ratio")),
+                    f"{e2e['decode_only_images_per_s']:.0f}" if e2e.get("decode_only_images_per_s") else "-",
+                    _ratio(e2e.get("vs_decode_only")),
+                ]
+            if has_tta:
+                flipped = r.get("tta") or {}
+                row.append(f"{flipped['latency_ms']['p50']:.3f}" if flipped else "-")
+                if has_e2e:
+                    e2e_tta = flipped.get("end_to_end") or {}
+                    row.append(f"{e2e_tta['images_per_s']:.0f}" if e2e_tta.get("images_per_s") else "-")
+            table.add_row(*row)
+    out = console()
+    out.print(table)
+    settings, first = report["settings"], report["models"][0]["name"]
+    runs = f"{settings['runs']} runs" if settings["runs"] else f"{settings['seconds']:g} s"
+    peak = f"{report['peak_rss_mib']:.0f} MiB" if report["peak_rss_mib"] is not None else "n/a"
+    out.print(
+        f"{runs} after {settings['warmup']} warm-up, random images through to_input, models in turn; "
+        f"ratios against {first} (speed x > 1 is faster); peak memory {peak}; "
+        f"{report['models'][0]['interpreter']}",
+        highlight=False,
+    )
+
+
+def _ratio(value: float | None) -> str:
+    return f"{value:.2f}" if value is not None else "-"

@@ -1,5 +1,6 @@
-"""`edgecls train` and `edgecls evaluate`. TensorFlow is imported inside the commands only,
-so registering them keeps `edgecls --help` light (the model names come from a TF-free registry)."""
+"""`edgecls train` and `edgecls evaluate`, over `edgecls.train_classifier` and
+`edgecls.evaluate_classifier`. TensorFlow is imported inside the commands only, so registering
+them keeps `edgecls --help` light (the model names come from a TF-free registry)."""
 
 from __future__ import annotations
 
@@ -103,11 +104,11 @@ def train(
     force: bool = typer.Option(False, "--force", help="Replace the run already in OUTPUT."),
 ) -> None:
     """Train a classifier: split the dataset, train, keep the best epoch, evaluate on val and test."""
-    from edgecls.train import run as runs
-    from edgecls.train.trainer import train_model
+    from edgecls import load_run, train_classifier
+    from edgecls.core.runs import is_run_dir
 
-    if resume and epochs is None and runs.is_run_dir(output):
-        epochs = runs.load_run(output).options.epochs
+    if resume and epochs is None and is_run_dir(output):
+        epochs = load_run(output).options.epochs
     if no_augment and augment != Augment(_DEFAULTS.augment):
         raise EdgeclsError(f"--no-augment and --augment {augment.value} disagree: pass one of them")
     if weight_decay is not None and optimizer != Optimizer.adamw:
@@ -126,7 +127,7 @@ def train(
         **({} if warmup_fraction is None else {"warmup_fraction": warmup_fraction}),
     )  # fmt: skip
     try:
-        train_model(options, data, output, echo=typer.echo)
+        train_classifier(data, options, output)
     except KeyboardInterrupt:
         raise EdgeclsError(f"interrupted; continue with: edgecls train {data} --output {output} --resume", EXIT_INTERRUPTED) from None
     _list_files(output)
@@ -144,11 +145,11 @@ def evaluate(
 ) -> None:
     """Evaluate a Keras or TFLite model on a dataset: metrics.json (with calibration error, accuracy
     against coverage, malignant-vs-benign sensitivity and specificity), plots, report.md."""
-    from edgecls.train.evaluate import evaluate_model_file
+    from edgecls import evaluate_classifier
 
-    written = evaluate_model_file(model, data=data, run_dir=run, split=split.value if split else None, output=output,
-                                  data_format=data_format.value, echo=typer.echo, force=force, tta=tta)  # fmt: skip
-    typer.echo(f"wrote {len(written)} files to {written[0].parent}: " + ", ".join(p.name for p in written))
+    result = evaluate_classifier(model, data, run=run, split=split.value if split else None, output=output,
+                                 data_format=data_format.value, force=force, tta=tta)  # fmt: skip
+    typer.echo(f"wrote {len(result.files)} files to {result.output_dir}: " + ", ".join(p.name for p in result.files))
 
 
 def _list_files(run_dir: Path) -> None:

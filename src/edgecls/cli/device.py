@@ -1,9 +1,5 @@
-"""The `edgecls` command line.
-
-Device commands (classify, info, models, bench) need only numpy, Pillow and a TFLite
-interpreter. Workstation commands (train, evaluate, convert, demo) import TensorFlow inside
-the command, never at import time, so `edgecls --help` stays fast on a Raspberry Pi.
-"""
+"""`edgecls classify`, `edgecls info` and `edgecls models`: the device commands, over
+`edgecls.Classifier` and `edgecls.builtin_models`. numpy, Pillow and LiteRT only."""
 
 from __future__ import annotations
 
@@ -15,18 +11,8 @@ from typing import List, Optional
 
 import typer
 
-from edgecls import __version__
-from edgecls.cli_support import handle_errors, quiet_native_stderr
+from edgecls.core.native_stderr import quiet_native_stderr
 from edgecls.errors import EXIT_ERROR, EXIT_PARTIAL, EdgeclsError
-
-app = typer.Typer(
-    name="edgecls",
-    help="Train a cancer-cell image classifier, quantize it to int8 with a parity gate, "
-    "and run it fast on a phone or a Raspberry Pi.",
-    no_args_is_help=True,
-    add_completion=False,
-    pretty_exceptions_enable=False,
-)
 
 
 class OutputFormat(str, Enum):
@@ -35,21 +21,6 @@ class OutputFormat(str, Enum):
     csv = "csv"
 
 
-def _version(value: bool) -> None:
-    if value:
-        typer.echo(f"edgecls {__version__}")
-        raise typer.Exit()
-
-
-@app.callback()
-def _root(
-    version: bool = typer.Option(False, "--version", callback=_version, is_eager=True, help="Print the version."),
-) -> None:
-    pass
-
-
-@app.command()
-@handle_errors
 def classify(
     inputs: List[Path] = typer.Argument(..., help="Image files and/or folders (walked recursively).", show_default=False),
     model: str = typer.Option(..., "--model", "-m", help="A .tflite file, or a built-in model name (see `edgecls models`)."),
@@ -70,10 +41,8 @@ def classify(
     """Classify images with a .tflite model. Models with a class group (the built-in ones: malignant)
     also report its probability and a flag at the model's threshold. Exit 0: all classified; 1: some
     images failed; 2: nothing could run."""
-    from edgecls.edge_runtime.batch import classify_paths, collect_images
-    from edgecls.edge_runtime.builtin import resolve_model
-    from edgecls.edge_runtime.classifier import TFLiteClassifier
-    from edgecls.report_format import progress, record_stream
+    from edgecls import Classifier
+    from edgecls.cli.output import progress, record_stream
 
     # Flag mistakes are reported before minutes of classifying, not after.
     if output is not None and output_format == OutputFormat.table:
@@ -81,15 +50,14 @@ def classify(
     if output is not None and output.is_dir():
         raise EdgeclsError(f"{output}: is a folder; --output needs a file name")
     with quiet_native_stderr():
-        classifier = TFLiteClassifier(resolve_model(model), num_threads=threads)
-    paths = collect_images(inputs)
+        classifier = Classifier(model, threads=threads)
+    results = classifier.classify_files(inputs, top_k, tta=tta, min_confidence=min_confidence, workers=workers, stream=True)
     # Records are written as they come (memory stays flat on 100,000 images); rows scrolling on
     # the terminal show the progress themselves, so the bar is for tables, files and pipes.
     streams_to_terminal = output is None and output_format != OutputFormat.table and sys.stdout.isatty()
     done = failed = 0
-    with record_stream(output_format.value, output) as write, progress(0 if streams_to_terminal else len(paths), "classifying") as advance:
-        for result in classify_paths(classifier, paths, top_k=top_k, workers=workers, threads=threads, tta=tta,
-                                     min_confidence=min_confidence):  # fmt: skip
+    with results, record_stream(output_format.value, output) as write, progress(0 if streams_to_terminal else len(results), "classifying") as advance:
+        for result in results:
             done += 1
             if result.error:
                 failed += 1
@@ -102,30 +70,25 @@ def classify(
         raise typer.Exit(EXIT_ERROR if failed == done else EXIT_PARTIAL)
 
 
-@app.command()
-@handle_errors
 def info(
     model: str = typer.Argument(..., help="A .tflite file or a built-in model name."),
     as_json: bool = typer.Option(False, "--json", help="Print JSON instead of text."),
 ) -> None:
     """Show a model's labels, input, normalisation, provenance, tensors and file size."""
-    from edgecls.edge_runtime.builtin import resolve_model
-    from edgecls.edge_runtime.classifier import TFLiteClassifier
-    from edgecls.report_format import print_model_info
+    from edgecls import Classifier
+    from edgecls.cli.output import print_model_info
 
     with quiet_native_stderr():
-        description = TFLiteClassifier(resolve_model(model)).describe()
+        description = Classifier(model).describe()
     if as_json:
         typer.echo(json.dumps(description, indent=2))
     else:
         print_model_info(description)
 
 
-@app.command()
-@handle_errors
 def models() -> None:
     """List the models built into this installation."""
-    from edgecls.edge_runtime.builtin import builtin_models
+    from edgecls import builtin_models
     from edgecls.edge_runtime.metadata import read_metadata
 
     found = builtin_models()
@@ -141,40 +104,3 @@ def models() -> None:
         except (EdgeclsError, OSError) as exc:
             detail, size = f"unreadable ({getattr(exc, 'strerror', None) or exc})", " " * 10
         typer.echo(f"{name:<12} {size}  {detail}")
-
-
-def _register_workstation_commands() -> None:
-    # Each module imports TensorFlow inside its command functions only.
-    from edgecls.bench_command import bench
-    from edgecls.convert.command import convert
-    from edgecls.demo import demo
-    from edgecls.train.command import evaluate, train
-
-    for command in (bench, train, evaluate, convert, demo):
-        app.command()(handle_errors(command))
-
-
-_register_workstation_commands()
-
-
-def main() -> None:
-    """Console entry point: like `app()`, but a bad flag is one `edgecls: error:` line too."""
-    import click
-
-    try:
-        code = app(standalone_mode=False)
-    except click.UsageError as exc:
-        command = exc.ctx.command_path if exc.ctx else "edgecls"
-        typer.echo(f"edgecls: error: {exc.format_message()} (see '{command} --help')", err=True)
-        code = exc.exit_code
-    except click.ClickException as exc:
-        typer.echo(f"edgecls: error: {exc.format_message()}", err=True)
-        code = exc.exit_code
-    except click.Abort:
-        typer.echo("edgecls: error: interrupted", err=True)
-        code = 130
-    sys.exit(code if isinstance(code, int) else 0)
-
-
-if __name__ == "__main__":
-    main()

@@ -15,7 +15,7 @@ def import_tf():
     """Return (tensorflow, tf_keras), importing them quietly on first use."""
     os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    from edgecls.cli_support import quiet_native_stderr
+    from edgecls.core.native_stderr import quiet_native_stderr
 
     try:
         # TensorFlow's C++ start-up lines ("Could not find cuda drivers", "cuInit") bypass

@@ -117,6 +117,17 @@ def to_float(tf, image):
     return tf.cast(image, tf.float32) / 255.0
 
 
+def class_weights(labels: np.ndarray, num_classes: int, power: float) -> dict[int, float]:
+    """sklearn's "balanced" weights (n / (k * count)) raised to `power`; 1.0 for absent classes."""
+    from sklearn.utils.class_weight import compute_class_weight
+
+    present = np.unique(labels)
+    balanced = compute_class_weight("balanced", classes=present, y=labels)
+    weights = {c: 1.0 for c in range(num_classes)}
+    weights.update({int(c): float(w**power) for c, w in zip(present, balanced)})
+    return weights
+
+
 class Augmenter:
     """Random changes that keep the diagnosis: dermoscopy and smears have no up, no left and no
     fixed light, so all flips and rotations are fair, with mild colour jitter for stain and camera
@@ -124,7 +135,7 @@ class Augmenter:
 
     def __init__(self, tf, seed: int, max_rotation: float = 0.05, brightness: float = 0.08,
                  contrast: float = 0.15, saturation: float = 0.15, hue: float = 0.02):  # fmt: skip
-        from edgecls.train.tf_env import import_tf
+        from edgecls.core.tf_env import import_tf
 
         _, keras = import_tf()
         self.tf = tf

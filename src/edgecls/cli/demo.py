@@ -2,7 +2,8 @@
 
 Generate data -> train (edge-cnn) -> QAT int8 conversion with the parity report -> classify
 test images with the int8 file through the device runtime -> benchmark float vs int8.
-Everything goes through the same public APIs the CLI commands use.
+Everything goes through the Python API (`edgecls.train_classifier`, `convert_classifier`,
+`Classifier`), as the other commands do.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from pathlib import Path
 
 import typer
 
+from edgecls.core.native_stderr import quiet_native_stderr
 from edgecls.errors import EXIT_GATE, EdgeclsError
 
 
@@ -26,19 +28,10 @@ def demo(
     force: bool = typer.Option(False, "--force", help="Replace an existing demo folder."),
 ) -> None:
     """Run the whole pipeline offline on a small generated dataset: train, QAT int8, parity, classify, bench."""
-    from edgecls.bench_command import print_bench_table
-    from edgecls.cli_support import quiet_native_stderr
-    from edgecls.convert.conversion import convert_run
-    from edgecls.convert.options import ConvertOptions
-    from edgecls.convert.report import print_report
-    from edgecls.demo_data import DESCRIPTION, make_demo_dataset
-    from edgecls.edge_runtime.batch import classify_paths
-    from edgecls.edge_runtime.bench import BenchSettings, run_bench
-    from edgecls.edge_runtime.classifier import TFLiteClassifier
-    from edgecls.io import write_json_atomic
-    from edgecls.report_format import write_records
-    from edgecls.train.options import TrainOptions
-    from edgecls.train.trainer import train_model
+    from edgecls import Classifier, TrainOptions, convert_classifier, train_classifier
+    from edgecls.cli.output import print_bench_table, print_parity_report, write_records
+    from edgecls.data.demo_data import DESCRIPTION, make_demo_dataset
+    from edgecls.files import write_json_atomic
 
     if output.exists() and any(output.iterdir()):
         if not force:
@@ -52,29 +45,27 @@ def demo(
     typer.echo(f"wrote {3 * per_class} JPEGs to {data_dir}")
 
     _step(2, "Training edge-cnn (94x94, float32) on a grouped, stratified split")
-    run = train_model(TrainOptions(model="edge-cnn", epochs=epochs, patience=epochs, tensorboard=False), data_dir, run_dir, echo=typer.echo)
+    run = train_classifier(data_dir, TrainOptions(model="edge-cnn", epochs=epochs, patience=epochs, tensorboard=False), run_dir)
 
     _step(3, "Quantization-aware training and int8 export, with the float-vs-int8 parity report")
     with quiet_native_stderr():  # the TFLite converter's C++ log lines, as `edgecls convert` keeps out
-        report = convert_run(run_dir, ConvertOptions(modes=("float32", "qat"), qat_epochs=2, command="edgecls demo"))
-    print_report(report)
-    files = {row.name: Path(report.output_dir) / row.file for row in report.rows if row.file and row.size_bytes}
-    int8_file = next(path for name, path in files.items() if "int8" in path.name)
-    float_file = next(path for name, path in files.items() if "float32" in path.name)
+        result = convert_classifier(run, modes=("float32", "qat"), qat_epochs=2, command="edgecls demo", progress=False)
+    print_parity_report(result.report)
+    int8_file = next(path for path in result.files.values() if "int8" in path.name)
+    float_file = next(path for path in result.files.values() if "float32" in path.name)
 
     _step(4, f"Classifying test images with {int8_file.name} through the device runtime (no TensorFlow)")
-    test_keys = run.split_items("test").groupby("label").head(2)["key"]
+    test_keys = run.dataset.items[(run.split == "test").to_numpy()].groupby("label").head(2)["key"]
     paths = [Path(run.dataset.image_source(key)) for key in test_keys]
     with quiet_native_stderr():  # LiteRT's "INFO: Created ... XNNPACK delegate" line
-        classifier = TFLiteClassifier(int8_file)
-        results = list(classify_paths(classifier, paths, top_k=2))
+        results = Classifier(int8_file).classify_files(paths, top_k=2)
     write_records(results, "table", None)
     correct = sum(r.prediction.label == Path(r.path).parent.name for r in results if r.prediction)
     typer.echo(f"{correct} of {len(results)} correct (true class = folder name)")
 
     _step(5, "Benchmarking float32 vs int8 (single-image invoke latency)")
     with quiet_native_stderr():
-        bench = run_bench([float_file, int8_file], BenchSettings(warmup=10, runs=200, threads=(1, 2)))
+        bench = Classifier(float_file).benchmark(runs=200, warmup=10, threads=(1, 2), compare=[int8_file])
     print_bench_table(bench)
     write_json_atomic(output / "bench.json", bench)
 
@@ -88,12 +79,12 @@ def demo(
         ("plots", run_dir / "plots"),
         ("float32 TFLite", float_file),
         ("int8 TFLite", int8_file),
-        ("parity report", Path(report.output_dir) / "parity.md"),
-        ("parity JSON", Path(report.output_dir) / "parity.json"),
+        ("parity report", result.output_dir / "parity.md"),
+        ("parity JSON", result.output_dir / "parity.json"),
         ("benchmark JSON", output / "bench.json"),
     ):
         typer.echo(f"  {label:<16} {path}")
     typer.echo(f"\nNext: edgecls classify --model {int8_file} IMAGE_OR_FOLDER   |   edgecls info {int8_file}")
-    if not report.gate_passed:
-        typer.echo(f"edgecls: {report.verdict}", err=True)
+    if not result.report.gate_passed:
+        typer.echo(f"edgecls: {result.verdict}", err=True)
         raise typer.Exit(EXIT_GATE)

@@ -27,9 +27,7 @@ import pandas as pd
 from scipy.sparse import coo_matrix
 from scipy.sparse.csgraph import connected_components
 
-from edgecls.edge_runtime.preprocess import load_image, prepare_image
-from edgecls.errors import EdgeclsError
-from edgecls.train.dataset_files import (
+from edgecls.data.dataset_files import (
     HAM10000_CSV,
     Found,
     SkipLog,
@@ -38,6 +36,8 @@ from edgecls.train.dataset_files import (
     read_ham10000,
     visible_entries,
 )
+from edgecls.edge_runtime.preprocess import load_image, prepare_image
+from edgecls.errors import EdgeclsError
 
 FORMATS = ("auto", "ham10000", "folders", "hmnist")
 # A class needs one image to learn from and one to be measured on.

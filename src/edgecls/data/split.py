@@ -10,6 +10,7 @@ second, and the requested fractions, not the nearest 1/k.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import warnings
 from pathlib import Path
@@ -18,7 +19,7 @@ import numpy as np
 import pandas as pd
 
 from edgecls.errors import EdgeclsError
-from edgecls.io import write_text_atomic
+from edgecls.files import write_text_atomic
 
 SPLITS = ("train", "val", "test")
 SPLIT_FILE = "split.csv"
@@ -194,3 +195,31 @@ def load_split(path: str | os.PathLike, dataset) -> pd.Series:
             f"{file}: {int(relabelled.sum())} images changed label since the split was made (e.g. {example})"
         )
     return pd.Series(aligned["split"].to_numpy(dtype=object), index=items.index, name="split", dtype=object)
+
+
+def restrict_dataset(dataset, keep: np.ndarray):
+    """The same dataset with only the rows where `keep` is True (pixels follow for HMNIST)."""
+    keep = np.asarray(keep, dtype=bool)
+    pixels = dataset.pixels[keep] if getattr(dataset, "pixels", None) is not None else None
+    return dataclasses.replace(dataset, items=dataset.items[keep].reset_index(drop=True), pixels=pixels)
+
+
+def stratified_subset(dataset, limit: int, seed: int):
+    """About `limit` images in the classes' proportions, at least 3 per class where there are
+    (so each class can reach train, val and test), spread over as many groups as possible."""
+    items = dataset.items
+    if limit >= len(items):
+        return dataset
+    rng = np.random.default_rng(seed)
+    order = rng.permutation(len(items))
+    shuffled = items.iloc[order]
+    # Rank 0 = first image of its group in the shuffled order: distinct groups are taken first.
+    rank = shuffled.groupby("group").cumcount().to_numpy()
+    keep = np.zeros(len(items), dtype=bool)
+    fractions = items["label"].value_counts(normalize=True)
+    for label, fraction in fractions.items():
+        mine = np.flatnonzero(shuffled["label"].to_numpy() == label)
+        mine = mine[np.argsort(rank[mine], kind="stable")]
+        wanted = max(3, int(round(limit * fraction)))
+        keep[order[mine[:wanted]]] = True
+    return restrict_dataset(dataset, keep)

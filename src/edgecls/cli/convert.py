@@ -1,4 +1,5 @@
-"""`edgecls convert`: a run folder (or a model file with --data) -> TFLite files + parity report.
+"""`edgecls convert`: a run folder (or a model file with --data) -> TFLite files + parity report,
+over `edgecls.convert_classifier`; `ConversionResult.check()` gives the exit code.
 
 No TensorFlow at import: the CLI imports this module to register the command.
 """
@@ -13,8 +14,10 @@ from typing import List, Optional
 
 import typer
 
+from edgecls.cli.support import show_progress
 from edgecls.convert.options import DEFAULT_MODES, MODE_HELP, ConvertOptions, parse_modes
-from edgecls.errors import EXIT_ERROR, EXIT_GATE, EdgeclsError
+from edgecls.core.native_stderr import quiet_native_stderr
+from edgecls.errors import EdgeclsError
 
 
 class IoType(str, Enum):
@@ -79,10 +82,11 @@ def convert(
     """Convert a trained model to float32 and int8 TFLite (or other --mode), embed labels and metadata,
     and prove every file on the test split. Exit 0: done, gate passed; 2: error; 3: an int8 file fell
     more than --max-drop accuracy points behind float (files still written, marked failing)."""
-    from edgecls.cli_support import quiet_native_stderr
-    from edgecls.convert.conversion import convert_model_file, convert_run, read_labels
-    from edgecls.convert.report import print_report
+    from edgecls import convert_classifier
+    from edgecls.api.converting import is_run_folder
+    from edgecls.cli.output import print_parity_report
 
+    show_progress(not quiet)
     options = ConvertOptions(
         modes=parse_modes(mode) if mode else DEFAULT_MODES,
         io_type=io.value,
@@ -94,43 +98,28 @@ def convert(
         threads=threads,
         seed=seed,
         command=_command_line(),
-        verbose=not quiet,
         force=force,
         input_range=input_range,
         groups=_parse_group(group) if group else None,
         target_sensitivity=target_sensitivity,
     )
-    if source.is_dir() and not _is_saved_model(source, data):
+    # The flags' own words for mistakes the API would word as keyword arguments, before any work.
+    if source.is_dir() and is_run_folder(source, data):
         if labels is not None or split is not None or input_range is not None:
             raise EdgeclsError(
                 "--labels, --split and --input-range are for a model file; a run folder has its own labels.json and split.csv, "
                 "and its model takes pixel / 255"
             )
-        with quiet_native_stderr():
-            report = convert_run(source, options, output, data_override=data)
     elif not source.exists():
         raise EdgeclsError(f"{source}: no such run folder or model file")
-    else:
-        if data is None:
-            raise EdgeclsError(f"{source}: converting a model file needs --data DATASET (its test split is the parity check)")
-        model_labels = read_labels(labels) if labels is not None else None
-        with quiet_native_stderr():
-            report = convert_model_file(source, data, options, output, labels=model_labels, data_format=data_format, split_path=split)
-    print_report(report)
-    typer.echo(f"wrote {report.output_dir}: " + ", ".join(row.file for row in report.rows if row.size_bytes) + ", parity.json, parity.md")
-    failed = report.failed_conversions
-    if failed:
-        raise EdgeclsError("; ".join(f"{row.name} could not be converted: {row.error}" for row in failed), EXIT_ERROR)
-    if not report.gate_passed:
-        raise EdgeclsError(report.verdict, EXIT_GATE)
-
-
-def _is_saved_model(folder: Path, data: Optional[Path]) -> bool:
-    """A folder is a SavedModel when it has saved_model.pb; with --data and no run files, it is
-    taken for one too (and refused for lacking saved_model.pb, in one line)."""
-    if (folder / "saved_model.pb").is_file():
-        return True
-    return data is not None and not (folder / "config.json").is_file() and not (folder / "model.keras").is_file()
+    elif data is None:
+        raise EdgeclsError(f"{source}: converting a model file needs --data DATASET (its test split is the parity check)")
+    with quiet_native_stderr():
+        result = convert_classifier(source, options, data=data, labels=labels, output=output, data_format=data_format,
+                                    split=split, progress=not quiet)  # fmt: skip
+    print_parity_report(result.report)
+    typer.echo(f"wrote {result.output_dir}: " + ", ".join(path.name for path in result.files.values()) + ", parity.json, parity.md")
+    result.check()
 
 
 def _command_line() -> str:

@@ -1,0 +1,78 @@
+"""The `edgecls` command line: a thin layer over the Python API (`edgecls.Classifier`,
+`train_classifier`, `evaluate_classifier`, `convert_classifier`, `builtin_models`).
+
+One module per group of commands: `device` (classify, info, models), `bench`, `train` (train,
+evaluate), `convert`, `demo`; `support` (one-line errors, log lines) and `output` (tables,
+JSON/CSV records, progress bars) serve them all. Device commands need only numpy, Pillow and a
+TFLite interpreter. Workstation commands (train, evaluate, convert, demo) import TensorFlow
+inside the command, never at import time, so `edgecls --help` stays fast on a Raspberry Pi.
+"""
+
+from __future__ import annotations
+
+import sys
+
+import typer
+
+from edgecls import __version__
+from edgecls.cli.support import handle_errors
+
+app = typer.Typer(
+    name="edgecls",
+    help="Train a cancer-cell image classifier, quantize it to int8 with a parity gate, "
+    "and run it fast on a phone or a Raspberry Pi.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"edgecls {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: bool = typer.Option(False, "--version", callback=_version, is_eager=True, help="Print the version."),
+) -> None:
+    pass
+
+
+def _register_commands() -> None:
+    # Each module imports TensorFlow (and the API behind the command) inside its command functions only.
+    from edgecls.cli.bench import bench
+    from edgecls.cli.convert import convert
+    from edgecls.cli.demo import demo
+    from edgecls.cli.device import classify, info, models
+    from edgecls.cli.train import evaluate, train
+
+    for command in (classify, info, models, bench, train, evaluate, convert, demo):
+        app.command()(handle_errors(command))
+
+
+_register_commands()
+
+
+def main() -> None:
+    """Console entry point: like `app()`, but a bad flag is one `edgecls: error:` line too."""
+    import click
+
+    try:
+        code = app(standalone_mode=False)
+    except click.UsageError as exc:
+        command = exc.ctx.command_path if exc.ctx else "edgecls"
+        typer.echo(f"edgecls: error: {exc.format_message()} (see '{command} --help')", err=True)
+        code = exc.exit_code
+    except click.ClickException as exc:
+        typer.echo(f"edgecls: error: {exc.format_message()}", err=True)
+        code = exc.exit_code
+    except click.Abort:
+        typer.echo("edgecls: error: interrupted", err=True)
+        code = 130
+    sys.exit(code if isinstance(code, int) else 0)
+
+
+if __name__ == "__main__":
+    main()
