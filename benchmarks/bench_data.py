@@ -167,6 +167,8 @@ def float_twin(model_bytes: bytes) -> bytes:
         for op in kept:
             op.inputs = [resolve(int(i)) if i >= 0 else int(i) for i in op.inputs]
         graph.operators = kept
+        for index in graph.outputs:  # an output keeps its name (the metadata names the logits output)
+            graph.tensors[resolve(int(index))].name = graph.tensors[int(index)].name
         graph.outputs = [resolve(int(i)) for i in graph.outputs]
     for signature in model.signatureDefs or []:
         for entry in signature.outputs or []:

@@ -137,3 +137,24 @@ def test_falls_back_to_tflite_runtime_when_litert_is_missing(monkeypatch, colour
     classifier = TFLiteClassifier(colour_models["int8"], num_threads=2)
     assert classifier.interpreter_package == "tflite-runtime" and calls == [2]
     assert classifier.predict(load_image(image, classifier.input_size)).label == "red"
+
+
+def test_a_device_command_process_skips_the_workstation_commands(colour_models, tmp_path):
+    """`edgecls classify` started as a program imports only the device commands (cold start on a
+    Pi); `edgecls --help` still lists every command."""
+    from PIL import Image
+    from tiny_models import solid_image
+
+    image = tmp_path / "red.png"
+    Image.fromarray(solid_image((200, 0, 0))).save(image)
+    code = (
+        "import sys, runpy\n"
+        f"sys.argv = ['edgecls', 'classify', '-m', {str(colour_models['int8'])!r}, {str(image)!r}, '-f', 'json']\n"
+        "try:\n    runpy.run_module('edgecls', run_name='__main__')\nexcept SystemExit as exc:\n    assert not exc.code, exc.code\n"
+        "print(sorted(m for m in sys.modules if m.startswith(('edgecls.cli.', 'edgecls.train', 'edgecls.convert'))), file=sys.stderr)"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert out.returncode == 0 and '"red"' in out.stdout, out.stderr
+    assert out.stderr.strip().splitlines()[-1] == "['edgecls.cli.device', 'edgecls.cli.output', 'edgecls.cli.support']", out.stderr
+    listed = subprocess.run([sys.executable, "-m", "edgecls", "--help"], capture_output=True, text=True, check=True).stdout
+    assert all(name in listed for name in ("classify", "info", "models", "bench", "train", "evaluate", "convert", "demo"))
