@@ -7,8 +7,8 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from benchmarks.bench_util import interleaved_medians, median_s, record
 
+from benchmarks.bench_util import interleaved_medians, median_s, record
 from edgecls.edge_runtime.classifier import TFLiteClassifier, default_threads
 
 THREADS = sorted({1, default_threads()})

@@ -217,6 +217,27 @@ def test_train_errors_are_one_line(data_dir, tmp_path):
     assert "no config.json" in one_line(excinfo)
 
 
+def test_an_interrupted_training_says_how_to_go_on_once(data_dir, tmp_path, monkeypatch):
+    """Ctrl-C (a notebook's stop button): the API re-raises KeyboardInterrupt carrying the Python
+    resume call; the command line shows one line with its own `--resume` hint, not both."""
+    import edgecls.train.trainer
+    from typer.testing import CliRunner
+
+    from edgecls.cli import app
+    from edgecls.errors import EXIT_INTERRUPTED
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(edgecls.train.trainer, "train_model", interrupted)
+    with pytest.raises(KeyboardInterrupt, match=r"resume=True"):
+        edgecls.train_classifier(data_dir, output=tmp_path / "api-run")
+    result = CliRunner().invoke(app, ["train", str(data_dir), "--output", str(tmp_path / "cli-run")])
+    assert result.exit_code == EXIT_INTERRUPTED
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert lines == [f"edgecls: error: interrupted; continue with: edgecls train {data_dir} --output {tmp_path / 'cli-run'} --resume"], lines
+
+
 # -- conversion ------------------------------------------------------------------------------
 def test_convert_a_trained_run(converted, trained):
     run, _, _ = trained

@@ -506,7 +506,7 @@ def test_gate_fails_a_full_integer_file_with_float_ops_left():
 @pytest.mark.parametrize("value", ["nan", "inf"])
 def test_max_drop_must_be_a_number(run_folder, value):
     result = cli(run_folder, "--max-drop", value, "-q")
-    assert result.exit_code == EXIT_ERROR and "--max-drop must be a number" in result.output
+    assert result.exit_code == EXIT_ERROR and "max_drop (--max-drop) must be a number" in result.output
 
 
 def test_cli_converts_a_run_folder_by_default_to_float32_and_qat(run_folder, tmp_path):

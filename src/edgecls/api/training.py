@@ -205,8 +205,11 @@ def train_classifier(
     try:
         run = train_model(options, data_path, run_dir, extra_callbacks=list(callbacks))
     except KeyboardInterrupt:
-        logger.warning("interrupted; continue with edgecls.train_classifier(%r, output=%r, resume=True)", data_path, os.fspath(run_dir))
-        raise
+        # Still a KeyboardInterrupt (a notebook's stop button must stop), carrying how to go on; the
+        # command line replaces it with its own one-line `--resume` hint.
+        raise KeyboardInterrupt(
+            f"interrupted; continue with edgecls.train_classifier({data_path!r}, output={os.fspath(run_dir)!r}, resume=True)"
+        ) from None
     return TrainedRun(run)
 
 

@@ -181,7 +181,8 @@ def check_output_dir(output_dir: Path, force: bool) -> list[Path]:
 def convert_run(run_dir: str | Path, options: ConvertOptions | None = None, output_dir: str | Path | None = None,
                 data_override: str | Path | None = None) -> ParityReport:  # fmt: skip
     """Convert a run folder's model.keras, using the run's dataset, split.csv and training options."""
-    from edgecls.core.runs import MODEL_FILE, SPLIT_FILE as RUN_SPLIT_FILE, load_run
+    from edgecls.core.runs import MODEL_FILE, load_run
+    from edgecls.core.runs import SPLIT_FILE as RUN_SPLIT_FILE
 
     run_dir = Path(run_dir)
     if not run_dir.is_dir():

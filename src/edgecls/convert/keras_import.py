@@ -715,9 +715,8 @@ def _input_name(entries: list) -> str | None:
 
 
 def _make_layer(entry: dict, original, keras3: bool):
-    """(tf_keras layer, the original layer, "layer" | "model")."""
+    """(tf_keras layer, the original layer, "layer" | "model" | "preset")."""
     class_name = str(entry.get("class_name"))
-    name = _entry_name(entry)
     if class_name in MODEL_CLASSES:
         nested, _ = rebuild_in_tf_keras(original, original.get_config())
         return nested, original, "model"

@@ -113,29 +113,29 @@ class ConvertOptions:
     def __post_init__(self) -> None:
         self.modes = parse_modes(self.modes)
         if not 0 < self.target_sensitivity <= 1:
-            raise EdgeclsError(f"--target-sensitivity must be in (0, 1], got {self.target_sensitivity}")
+            raise EdgeclsError(f"target_sensitivity (--target-sensitivity) must be in (0, 1], got {self.target_sensitivity}")
         if self.input_range is not None:
             from edgecls.edge_runtime.normalization import range_name
 
             try:
                 self.input_range = range_name(self.input_range)
             except ValueError as exc:
-                raise EdgeclsError(f"--input-range: {exc}") from None
+                raise EdgeclsError(f"input_range (--input-range): {exc}") from None
         self.io_type = str(self.io_type).lower()
         if self.io_type not in IO_TYPES:
-            raise EdgeclsError(f"--io must be one of {', '.join(IO_TYPES)}, got {self.io_type!r}")
+            raise EdgeclsError(f"io_type (--io) must be one of {', '.join(IO_TYPES)}, got {self.io_type!r}")
         if self.qat_epochs < 1:
-            raise EdgeclsError(f"--qat-epochs must be 1 or more, got {self.qat_epochs}")
+            raise EdgeclsError(f"qat_epochs (--qat-epochs) must be 1 or more, got {self.qat_epochs}")
         if not self.qat_learning_rate > 0:
-            raise EdgeclsError(f"--qat-lr must be positive, got {self.qat_learning_rate}")
+            raise EdgeclsError(f"qat_learning_rate (--qat-lr) must be positive, got {self.qat_learning_rate}")
         if self.qat_batch_size < 1:
-            raise EdgeclsError(f"--qat-batch-size must be 1 or more, got {self.qat_batch_size}")
+            raise EdgeclsError(f"qat_batch_size (--qat-batch-size) must be 1 or more, got {self.qat_batch_size}")
         if self.calibration_size < 1:
-            raise EdgeclsError(f"--calibration-size must be 1 or more, got {self.calibration_size}")
+            raise EdgeclsError(f"calibration_size (--calibration-size) must be 1 or more, got {self.calibration_size}")
         if not math.isfinite(self.max_drop):
-            raise EdgeclsError(f"--max-drop must be a number of accuracy points, got {self.max_drop}")
+            raise EdgeclsError(f"max_drop (--max-drop) must be a number of accuracy points, got {self.max_drop}")
         if self.threads is not None and self.threads < 1:
-            raise EdgeclsError(f"--threads must be 1 or more, got {self.threads}")
+            raise EdgeclsError(f"threads (--threads) must be 1 or more, got {self.threads}")
 
     def to_dict(self) -> dict:
         doc = dataclasses.asdict(self)

@@ -4,9 +4,9 @@ Everything here must import in a fraction of a second on a Raspberry Pi; a test 
 `import edgecls.edge_runtime` in a subprocess and fails if TensorFlow or Keras was loaded.
 """
 
+from edgecls.edge_runtime.classifier import Prediction, TFLiteClassifier
 from edgecls.edge_runtime.metadata import ModelMetadata, read_metadata, write_metadata
 from edgecls.edge_runtime.preprocess import ImageError, load_image, prepare_image
-from edgecls.edge_runtime.classifier import Prediction, TFLiteClassifier
 
 __all__ = [
     "ImageError",

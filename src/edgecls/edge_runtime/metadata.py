@@ -250,7 +250,8 @@ def _drop_unused_buffers(model) -> None:
 
 def read_standard_metadata(model_bytes: bytes):
     """The standard TFLite Model Metadata of a model (a StandardMetadata), or None without it."""
-    from edgecls.edge_runtime.standard_metadata import STANDARD_METADATA_NAME, read_standard_metadata as parse
+    from edgecls.edge_runtime.standard_metadata import STANDARD_METADATA_NAME
+    from edgecls.edge_runtime.standard_metadata import read_standard_metadata as parse
 
     raw = read_metadata_entries(model_bytes).get(STANDARD_METADATA_NAME)
     if raw is None:

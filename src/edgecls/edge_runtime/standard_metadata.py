@@ -11,7 +11,6 @@ which needs only the `flatbuffers` runtime: no TensorFlow, no MediaPipe.
 from __future__ import annotations
 
 import copy
-
 import io
 import zipfile
 from dataclasses import dataclass, field
