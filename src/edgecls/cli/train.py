@@ -13,65 +13,35 @@ import typer
 
 from edgecls.errors import EXIT_INTERRUPTED, EdgeclsError
 from edgecls.train.models import list_models
-from edgecls.train.options import TrainOptions
+from edgecls.train.options import (
+    AUGMENT_CHOICES,
+    FORMAT_CHOICES,
+    IMBALANCE_CHOICES,
+    MIXED_PRECISION_CHOICES,
+    MONITOR_CHOICES,
+    OPTIMIZER_CHOICES,
+    SCHEDULE_CHOICES,
+    STRATEGY_CHOICES,
+    TrainOptions,
+)
 
 _DEFAULTS = TrainOptions()
 
 
-class Imbalance(str, Enum):
-    class_weights = "class-weights"
-    balanced_sampling = "balanced-sampling"
-    none = "none"
+def _choices(name: str, values: tuple[str, ...]) -> type[Enum]:
+    """A Typer choice type from the values TrainOptions accepts (one list, in train/options.py)."""
+    return Enum(name, {value.replace("-", "_"): value for value in values}, type=str)
 
 
-class DataFormat(str, Enum):
-    auto = "auto"
-    ham10000 = "ham10000"
-    folders = "folders"
-    hmnist = "hmnist"
-
-
-class Strategy(str, Enum):
-    default = "default"
-    mirrored = "mirrored"
-
-
-class MixedPrecision(str, Enum):
-    auto = "auto"
-    on = "on"
-    off = "off"
-
-
-class Monitor(str, Enum):
-    val_balanced_accuracy = "val_balanced_accuracy"
-    val_auc = "val_auc"
-    val_accuracy = "val_accuracy"
-    val_loss = "val_loss"
-    val_acc_balacc_mean = "val_acc_balacc_mean"
-
-
-class Schedule(str, Enum):
-    cosine = "cosine"
-    plateau = "plateau"
-    one_cycle = "one-cycle"
-
-
-class Optimizer(str, Enum):
-    adam = "adam"
-    adamw = "adamw"
-
-
-class Augment(str, Enum):
-    none = "none"
-    standard = "standard"
-    strong = "strong"
-
-
-class SplitName(str, Enum):
-    test = "test"
-    val = "val"
-    train = "train"
-    all = "all"
+Imbalance = _choices("Imbalance", IMBALANCE_CHOICES)
+DataFormat = _choices("DataFormat", FORMAT_CHOICES)
+Strategy = _choices("Strategy", STRATEGY_CHOICES)
+MixedPrecision = _choices("MixedPrecision", MIXED_PRECISION_CHOICES)
+Monitor = _choices("Monitor", MONITOR_CHOICES)
+Schedule = _choices("Schedule", SCHEDULE_CHOICES)
+Optimizer = _choices("Optimizer", OPTIMIZER_CHOICES)
+Augment = _choices("Augment", AUGMENT_CHOICES)
+SplitName = _choices("SplitName", ("test", "val", "train", "all"))
 
 
 def train(
