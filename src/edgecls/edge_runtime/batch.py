@@ -250,16 +250,14 @@ def classify_paths(
 
 def _results(classifier, rows: np.ndarray, items, views: int, top_k: int, options: dict, elapsed: float) -> Iterator[ImageResult]:
     """Results in order; `latency_ms` is each image's share of the batch's to_input + invoke."""
-    probabilities = iter(_probabilities(classifier, rows, views))
     latency_ms = elapsed * 1000.0 / max(1, len(rows) // views)
+    predictions = iter(classifier.to_predictions(_probabilities(classifier, rows, views), top_k, latency_ms,
+                                                 min_confidence=options.get("min_confidence", 0.0)))  # fmt: skip
     for path, image in items:
         if isinstance(image, ImageError):
             yield ImageResult(_display(path), error=str(image))
         else:
-            prediction = classifier.to_prediction(
-                next(probabilities), top_k, latency_ms, min_confidence=options.get("min_confidence", 0.0)
-            )
-            yield ImageResult(_display(path), prediction)
+            yield ImageResult(_display(path), next(predictions))
 
 
 def _views(image: np.ndarray, views: int) -> tuple[np.ndarray, ...]:
@@ -279,11 +277,12 @@ def _fill_and_run(classifier, runner: BatchRunner, images: list[np.ndarray], vie
     return runner.run()[:slot].copy()
 
 
-def _probabilities(classifier, rows: np.ndarray, views: int) -> list[np.ndarray]:
-    probabilities = [classifier.output_to_probabilities(row) for row in rows]
+def _probabilities(classifier, rows: np.ndarray, views: int) -> np.ndarray:
+    """A batch's raw output rows -> one row of probabilities per image (its views averaged)."""
+    probabilities = classifier.output_to_probabilities(rows)
     if views == 1:
         return probabilities
-    return [np.mean(probabilities[i : i + views], axis=0) for i in range(0, len(probabilities), views)]
+    return probabilities.reshape(-1, views, probabilities.shape[-1]).mean(axis=1)
 
 
 def _one_by_one(classifier, items, top_k: int, buffer: np.ndarray, options: dict) -> Iterator[ImageResult]:

@@ -288,14 +288,15 @@ class TFLiteClassifier:
         return self.output_to_probabilities(raw)
 
     def output_to_probabilities(self, raw: np.ndarray) -> np.ndarray:
-        """One row of the output tensor -> class probabilities as float32 (scores() and batch runs)."""
+        """Rows of the output tensor (one row, or a batch's rows) -> class probabilities as float32
+        along the last axis (scores() and batch runs)."""
         if raw.dtype != np.float32:
             scale, zero_point = self.output_details["quantization"]
             raw = (raw.astype(np.float32) - zero_point) * np.float32(scale)
         temperature = self.metadata.temperature
         if self.reads_logits:
-            shifted = np.exp((raw - raw.max()) / temperature)
-            raw = shifted / shifted.sum()
+            shifted = np.exp((raw - raw.max(axis=-1, keepdims=True)) / temperature)
+            raw = shifted / shifted.sum(axis=-1, keepdims=True)
         elif temperature != 1.0:
             raw = apply_temperature(raw, temperature, self.probability_floor)
         raw = raw.astype(np.float32, copy=False)
@@ -322,14 +323,26 @@ class TFLiteClassifier:
     def to_prediction(self, probabilities: np.ndarray, top_k: int = 3, latency_ms: float = 0.0, *,
                       min_confidence: float = 0.0) -> Prediction:  # fmt: skip
         """Class probabilities -> the Prediction predict() returns (top-k labels, groups, flag)."""
+        return self.to_predictions(probabilities[None], top_k, latency_ms, min_confidence=min_confidence)[0]
+
+    def to_predictions(self, probabilities: np.ndarray, top_k: int = 3, latency_ms: float = 0.0, *,
+                       min_confidence: float = 0.0) -> list[Prediction]:  # fmt: skip
+        """Rows of class probabilities (N x classes) -> N Predictions. A batch's rows go through
+        numpy together: in a folder run this thread shares the cores (and the GIL) with decoding,
+        so its per-image work is kept small."""
         k = max(1, min(top_k, self.num_classes))
-        order = np.argsort(-probabilities, kind="stable")[:k]
-        top = [(self.labels[i], float(probabilities[i])) for i in order]
-        label = top[0][0] if top[0][1] >= min_confidence else UNCERTAIN
-        groups = {name: float(group_probability(probabilities, members)) for name, members in self._group_members.items()}
+        order = np.argsort(-probabilities, axis=1, kind="stable")[:, :k]
+        top_values = np.take_along_axis(probabilities, order, axis=1).tolist()
+        groups = {name: group_probability(probabilities, members).tolist() for name, members in self._group_members.items()}
         point = self.metadata.operating_point
-        flag = groups[point["group"]] >= point["threshold"] if point else None
-        return Prediction(label, top[0][1], top, probabilities, latency_ms, groups, flag)
+        predictions = []
+        for row, (indices, values) in enumerate(zip(order.tolist(), top_values)):
+            top = [(self.labels[i], value) for i, value in zip(indices, values)]
+            label = top[0][0] if top[0][1] >= min_confidence else UNCERTAIN
+            row_groups = {name: values[row] for name, values in groups.items()}
+            flag = row_groups[point["group"]] >= point["threshold"] if point else None
+            predictions.append(Prediction(label, top[0][1], top, probabilities[row], latency_ms, row_groups, flag))
+        return predictions
 
     @functools.cached_property
     def probability_floor(self) -> float:
