@@ -20,11 +20,10 @@ from pathlib import Path
 os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-import flatbuffers
 import numpy as np
 from PIL import Image
 
-from edgecls.edge_runtime.metadata import ModelMetadata, tflite_schema, write_metadata
+from edgecls.edge_runtime.metadata import ModelMetadata, pack_model, tflite_schema, write_metadata
 
 INPUT_SIZE = (94, 94)
 LABELS = ["akiec", "bcc", "bkl", "df", "mel", "nv", "vasc"]  # HAM10000's seven classes
@@ -173,9 +172,7 @@ def float_twin(model_bytes: bytes) -> bytes:
     for signature in model.signatureDefs or []:
         for entry in signature.outputs or []:
             entry.tensorIndex = resolve(int(entry.tensorIndex))
-    builder = flatbuffers.Builder(len(model_bytes) * 4)
-    builder.Finish(model.Pack(builder), file_identifier=b"TFL3")
-    return bytes(builder.Output())
+    return pack_model(model, len(model_bytes) * 4)  # float weights are 4x the int8 ones
 
 
 def synthetic_jpeg(rng: np.random.Generator, size=JPEG_SIZE) -> Image.Image:
@@ -186,14 +183,10 @@ def synthetic_jpeg(rng: np.random.Generator, size=JPEG_SIZE) -> Image.Image:
     the downscaled HAM10000 photos upscaled back to 600x450 are smoother still (~23 KB).
     """
     width, height = size
-    base = rng.integers(60, 230, (height // 50 + 2, width // 50 + 2, 3), dtype=np.uint8)
-    smooth = np.asarray(Image.fromarray(base).resize((width, height), Image.Resampling.BICUBIC), np.float32)
-    yy, xx = np.mgrid[0:height, 0:width]
-    cy, cx = rng.uniform(0.3, 0.7) * height, rng.uniform(0.3, 0.7) * width
-    blob = np.exp(-(((yy - cy) / (0.25 * height)) ** 2 + ((xx - cx) / (0.25 * width)) ** 2))
+    scene = _lesion_scene(rng, size, darkest=60)
     coarse = rng.normal(0, 8, (height // 4, width // 4)).astype(np.float32)
     texture = np.asarray(Image.fromarray(coarse).resize((width, height), Image.Resampling.BICUBIC))
-    pixels = smooth - (70 * blob)[..., None] + texture[..., None] + rng.normal(0, 3, (height, width, 1))
+    pixels = scene + texture[..., None] + rng.normal(0, 3, (height, width, 1))
     return Image.fromarray(np.clip(pixels, 0, 255).astype(np.uint8))
 
 
@@ -212,18 +205,26 @@ def make_jpegs(folder: Path, count: int = JPEG_COUNT, unique: int = JPEG_UNIQUE,
     return paths
 
 
-def heavy_jpeg(rng: np.random.Generator, size=JPEG_SIZE) -> Image.Image:
-    """A dermatoscope-like picture with the fine texture and sensor noise of a real export: saved
-    at quality 100 it is 270-300 KB, where the same scene without noise is ~25 KB."""
+def _lesion_scene(rng: np.random.Generator, size, darkest: int) -> np.ndarray:
+    """The scene both synthetic photo sets share: a smooth colour field (channel values from
+    `darkest` to 230) with a darker round blob somewhere near the middle; float32 H x W x 3."""
     width, height = size
-    base = rng.integers(90, 230, (height // 50 + 2, width // 50 + 2, 3), dtype=np.uint8)
+    base = rng.integers(darkest, 230, (height // 50 + 2, width // 50 + 2, 3), dtype=np.uint8)
     smooth = np.asarray(Image.fromarray(base).resize((width, height), Image.Resampling.BICUBIC), np.float32)
     yy, xx = np.mgrid[0:height, 0:width]
     cy, cx = rng.uniform(0.3, 0.7) * height, rng.uniform(0.3, 0.7) * width
     blob = np.exp(-(((yy - cy) / (0.25 * height)) ** 2 + ((xx - cx) / (0.25 * width)) ** 2))
+    return smooth - (70 * blob)[..., None]
+
+
+def heavy_jpeg(rng: np.random.Generator, size=JPEG_SIZE) -> Image.Image:
+    """A dermatoscope-like picture with the fine texture and sensor noise of a real export: saved
+    at quality 100 it is 270-300 KB, where the same scene without noise is ~25 KB."""
+    width, height = size
+    scene = _lesion_scene(rng, size, darkest=90)
     coarse = rng.normal(0, 16, (height // 3, width // 3, 3)).astype(np.float32)
     texture = np.asarray(Image.fromarray(np.clip(coarse + 128, 0, 255).astype(np.uint8)).resize((width, height), Image.Resampling.BICUBIC), np.float32)
-    pixels = smooth - (70 * blob)[..., None] + (texture - 128) + rng.normal(0, 6, (height, width, 3))
+    pixels = scene + (texture - 128) + rng.normal(0, 6, (height, width, 3))
     return Image.fromarray(np.clip(pixels, 0, 255).astype(np.uint8))
 
 

@@ -24,7 +24,7 @@ from model_card import _load, clinical_section  # noqa: E402
 from edgecls.data.datasets import load_dataset  # noqa: E402
 from edgecls.data.split import load_split, save_split  # noqa: E402
 from edgecls.edge_runtime.builtin import builtin_models  # noqa: E402
-from edgecls.edge_runtime.metadata import read_metadata, tflite_schema, write_metadata  # noqa: E402
+from edgecls.edge_runtime.metadata import pack_model, read_metadata, tflite_schema, write_metadata  # noqa: E402
 from edgecls.train.evaluate import evaluate_model_file  # noqa: E402
 from edgecls.train.options import TrainOptions  # noqa: E402
 from edgecls.train.run import write_run_config  # noqa: E402
@@ -48,16 +48,12 @@ def evaluation_run(name: str, data_root: Path) -> Path:
 def probabilities_only(model_bytes: bytes) -> bytes:
     """The model with its first output (the quantized probabilities) only: the logits output
     (convert.retype_io.add_logits_output) is dropped from the outputs, the maths stay."""
-    import flatbuffers
-
     schema = tflite_schema()
     model = schema.ModelT.InitFromPackedBuf(bytearray(model_bytes), 0)
     model.subgraphs[0].outputs = model.subgraphs[0].outputs[:1]
     for signature in model.signatureDefs or []:
         signature.outputs = (signature.outputs or [])[:1]
-    builder = flatbuffers.Builder(len(model_bytes))
-    builder.Finish(model.Pack(builder), file_identifier=b"TFL3")
-    return bytes(builder.Output())
+    return pack_model(model, len(model_bytes))
 
 
 def evaluate(model: Path, run_dir: Path, folder: str, split: str, tta: bool = False) -> dict:

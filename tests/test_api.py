@@ -17,24 +17,13 @@ import warnings
 import numpy as np
 import pytest
 from PIL import Image
+from test_train import COLOURS, make_colour_folders
 
 import edgecls
 from edgecls.errors import EXIT_GATE
 
 SIZE = 32
-COLOURS = {"blue": (40, 60, 200), "green": (40, 190, 60), "red": (200, 40, 40)}
 PER_CLASS = 24
-
-
-def write_colour_folders(root, per_class: int = PER_CLASS, size: int = 40, seed: int = 0):
-    """One folder per class of noisy, mostly-one-colour PNGs (easy, but only if a model learns)."""
-    rng = np.random.default_rng(seed)
-    for name, colour in COLOURS.items():
-        (root / name).mkdir(parents=True)
-        for i in range(per_class):
-            pixels = np.clip(np.array(colour) + rng.normal(0, 40, (size, size, 3)), 0, 255).astype(np.uint8)
-            Image.fromarray(pixels).save(root / name / f"{name}_{i:03d}.png")
-    return root
 
 
 def colour_photo(colour, size=(450, 600), seed: int = 1) -> np.ndarray:
@@ -61,7 +50,7 @@ class Collect(logging.Handler):
 
 @pytest.fixture(scope="module")
 def data_dir(tmp_path_factory):
-    return write_colour_folders(tmp_path_factory.mktemp("colours") / "colours")
+    return make_colour_folders(tmp_path_factory.mktemp("colours") / "colours", per_class=PER_CLASS)
 
 
 @pytest.fixture(scope="module")

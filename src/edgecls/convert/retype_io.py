@@ -22,14 +22,12 @@ import copy
 
 import numpy as np
 
-from edgecls.edge_runtime.metadata import tflite_schema
+from edgecls.edge_runtime.metadata import pack_model, tflite_schema
 from edgecls.errors import EdgeclsError
 
 
 def int8_io_to_uint8(model_bytes: bytes) -> bytes:
     """The model with its (single) int8 input and int8 output turned into uint8 ones."""
-    import flatbuffers
-
     schema = tflite_schema()
     model = schema.ModelT.InitFromPackedBuf(bytearray(model_bytes), 0)
     if len(model.subgraphs) != 1:
@@ -57,9 +55,7 @@ def int8_io_to_uint8(model_bytes: bytes) -> bytes:
             for item in tensor_map or []:
                 if item.tensorIndex == old:
                     item.tensorIndex = new
-    builder = flatbuffers.Builder(len(model_bytes) + 4096)
-    builder.Finish(model.Pack(builder), file_identifier=b"TFL3")
-    return bytes(builder.Output())
+    return pack_model(model, len(model_bytes))
 
 
 LOGITS_OUTPUT = "logits"  # the second output's tensor and signature name
@@ -73,8 +69,6 @@ def add_logits_output(model_bytes: bytes, required: bool = True) -> bytes:
     the probabilities are, which is exact. A model whose output is not a softmax (it gives
     logits already) is refused, or returned unchanged when not `required`.
     """
-    import flatbuffers
-
     schema = tflite_schema()
     model = schema.ModelT.InitFromPackedBuf(bytearray(model_bytes), 0)
     if len(model.subgraphs) != 1:
@@ -107,9 +101,7 @@ def add_logits_output(model_bytes: bytes, required: bool = True) -> bytes:
         item = schema.TensorMapT()
         item.name, item.tensorIndex = LOGITS_OUTPUT, new_output
         signature.outputs = [*(signature.outputs or []), item]
-    builder = flatbuffers.Builder(len(model_bytes) + 4096)
-    builder.Finish(model.Pack(builder), file_identifier=b"TFL3")
-    return bytes(builder.Output())
+    return pack_model(model, len(model_bytes))
 
 
 def logits_output_name(model_bytes: bytes) -> str:

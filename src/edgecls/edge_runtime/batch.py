@@ -12,7 +12,7 @@ from typing import Iterable, Iterator, Sequence
 
 import numpy as np
 
-from edgecls.edge_runtime.classifier import Prediction, TFLiteClassifier
+from edgecls.edge_runtime.classifier import Prediction, TFLiteClassifier, flips
 from edgecls.edge_runtime.preprocess import ImageError, is_image_file, load_image
 from edgecls.errors import EdgeclsError, first_line
 
@@ -261,11 +261,7 @@ def _results(classifier, rows: np.ndarray, items, views: int, top_k: int, option
 
 
 def _views(image: np.ndarray, views: int) -> tuple[np.ndarray, ...]:
-    if views == 1:
-        return (image,)
-    from edgecls.edge_runtime.classifier import flips
-
-    return flips(image)
+    return (image,) if views == 1 else flips(image)
 
 
 def _fill_and_run(classifier, runner: BatchRunner, images: list[np.ndarray], views: int) -> np.ndarray:

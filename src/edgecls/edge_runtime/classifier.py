@@ -333,13 +333,13 @@ class TFLiteClassifier:
         k = max(1, min(top_k, self.num_classes))
         order = np.argsort(-probabilities, axis=1, kind="stable")[:, :k]
         top_values = np.take_along_axis(probabilities, order, axis=1).tolist()
-        groups = {name: group_probability(probabilities, members).tolist() for name, members in self._group_members.items()}
+        group_sums = {name: group_probability(probabilities, members).tolist() for name, members in self._group_members.items()}
         point = self.metadata.operating_point
         predictions = []
         for row, (indices, values) in enumerate(zip(order.tolist(), top_values)):
             top = [(self.labels[i], value) for i, value in zip(indices, values)]
             label = top[0][0] if top[0][1] >= min_confidence else UNCERTAIN
-            row_groups = {name: values[row] for name, values in groups.items()}
+            row_groups = {name: sums[row] for name, sums in group_sums.items()}
             flag = row_groups[point["group"]] >= point["threshold"] if point else None
             predictions.append(Prediction(label, top[0][1], top, probabilities[row], latency_ms, row_groups, flag))
         return predictions

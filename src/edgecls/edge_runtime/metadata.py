@@ -201,7 +201,6 @@ def write_metadata(model_bytes: bytes, metadata: ModelMetadata) -> bytes:
     the standard TFLite Model Metadata with its label file (standard_metadata.py), so MediaPipe
     Tasks and Android's tools read the same labels and normalisation. Earlier entries of either
     kind, and an earlier appended label archive, are replaced."""
-    import flatbuffers
     import numpy as np
 
     from edgecls.edge_runtime.standard_metadata import STANDARD_METADATA_NAME, append_associated_files, build_standard_metadata
@@ -225,9 +224,7 @@ def write_metadata(model_bytes: bytes, metadata: ModelMetadata) -> bytes:
         entry.name = name
         entry.buffer = len(model.buffers) - 1
         model.metadata.append(entry)
-    builder = flatbuffers.Builder(len(model_bytes) + sum(map(len, entries.values())) + 1024)
-    builder.Finish(model.Pack(builder), file_identifier=TFLITE_IDENTIFIER)
-    return append_associated_files(bytes(builder.Output()), files)
+    return append_associated_files(pack_model(model, len(model_bytes) + sum(map(len, entries.values()))), files)
 
 
 def _drop_unused_buffers(model) -> None:
@@ -264,6 +261,16 @@ def read_standard_metadata(model_bytes: bytes):
 
 def _name(value: str | bytes | None) -> str:
     return value.decode("utf-8", "replace") if isinstance(value, bytes) else (value or "")
+
+
+def pack_model(model, size_hint: int = 0) -> bytes:
+    """A `tflite_schema().ModelT` (unpacked with `ModelT.InitFromPackedBuf`, then edited) back to
+    `.tflite` bytes. Whatever was appended after the flatbuffer (a label archive) is not kept."""
+    import flatbuffers
+
+    builder = flatbuffers.Builder(size_hint + 1024)
+    builder.Finish(model.Pack(builder), file_identifier=TFLITE_IDENTIFIER)
+    return bytes(builder.Output())
 
 
 def tflite_schema():
