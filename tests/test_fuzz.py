@@ -369,3 +369,38 @@ def test_keras_loading_of_damaged_files_fails_cleanly_and_unpickles_nothing(kera
         assert not deserialised, deserialised
 
     check()
+
+
+# Keras rebuilds a functional model by deferring each node until its inputs exist: a node whose
+# input never comes made tf_keras' load_model loop forever (found by the test above: a layer with
+# no inbound nodes; checked by hand: "no inbound nodes" and "missing node" hang tf_keras 2.21).
+GRAPH_DAMAGE = {
+    "no inbound nodes": lambda gap, dense: gap.update(inbound_nodes=[]),
+    "junk inbound_nodes": lambda gap, dense: gap.update(inbound_nodes=None),
+    "missing layer": lambda gap, dense: dense.update(inbound_nodes=[[["no_such_layer", 0, 0, {}]]]),
+    "missing node": lambda gap, dense: dense.update(inbound_nodes=[[[gap["name"], 3, 0, {}]]]),
+    "cycle": lambda gap, dense: gap.update(inbound_nodes=[[[dense["name"], 0, 0, {}]]]),
+}
+
+
+@pytest.mark.parametrize("damage", sorted(GRAPH_DAMAGE))
+def test_a_layer_graph_keras_cannot_rebuild_is_refused_not_hung(keras_zips, tmp_path, damage):
+    """Refused in one line before Keras sees it; loaded in a child process with a time limit, so
+    a regression fails here instead of hanging the suite."""
+    import io
+    import json
+    import subprocess
+    import sys
+    import zipfile
+
+    config = json.loads(zipfile.ZipFile(io.BytesIO(keras_zips["plain"])).read("config.json"))
+    _, gap, dense, _ = config["config"]["layers"]  # the colour model: Input, GAP, Dense, Softmax
+    GRAPH_DAMAGE[damage](gap, dense)
+    path = tmp_path / "damaged.keras"
+    path.write_bytes(_rezip(keras_zips["plain"], config))
+    code = (
+        "import sys\nfrom edgecls.core.runs import load_keras_model\nfrom edgecls.errors import EdgeclsError\n"
+        "try:\n    load_keras_model(sys.argv[1])\nexcept EdgeclsError as exc:\n    print(exc)\nelse:\n    print('loaded')"
+    )
+    out = subprocess.run([sys.executable, "-c", code, str(path)], capture_output=True, text=True, timeout=180)
+    assert out.stdout.strip().startswith(f"{path}: cannot load Keras model (its layer graph is damaged: "), out.stdout + out.stderr[-500:]

@@ -39,6 +39,7 @@ from typing import Any, Iterator
 
 import numpy as np
 
+from edgecls.core.keras_graph import check_layer_graph
 from edgecls.core.tf_env import import_tf
 from edgecls.edge_runtime.normalization import PIXEL_UNIT, InputNormalization, range_name
 from edgecls.errors import EdgeclsError, first_line
@@ -169,7 +170,8 @@ def _load_keras_zip(path: Path):
     if not keras3:
         from edgecls.core.runs import load_keras_model
 
-        return load_keras_model(path), f"tf_keras .keras (Keras {version or '2'})"
+        return load_keras_model(path), f"tf_keras .keras (Keras {version or '2'})"  # checks the layer graph too
+    check_layer_graph(config, path)
     keras = _keras3()
     try:
         model = keras.saving.load_model(path, compile=False, safe_mode=True)
@@ -195,6 +197,7 @@ def _load_h5(path: Path):
     except (ValueError, UnicodeDecodeError) as exc:
         raise EdgeclsError(f"{path}: cannot load Keras model (unreadable model_config: {first_line(exc)})") from None
     _refuse_code(config, path)
+    check_layer_graph(config, path)
     version = attrs.get("keras_version")
     version = version.decode("utf-8", "replace") if isinstance(version, bytes) else (str(version) if version is not None else None)
     keras3 = _major(version) == 3 if version else _looks_keras3(config)

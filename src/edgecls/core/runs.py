@@ -15,6 +15,7 @@ from typing import Any
 
 import pandas as pd
 
+from edgecls.core.keras_graph import check_layer_graph
 from edgecls.errors import EdgeclsError, first_line
 from edgecls.files import atomic_path
 
@@ -55,11 +56,23 @@ def load_keras_model(path: str | Path):
     path = Path(path)
     if not path.is_file():
         raise EdgeclsError(f"{path}: no such model file")
+    check_layer_graph(_zipped_config(path), path)
     _, keras = import_tf()
     try:
         return keras.models.load_model(path, compile=False, safe_mode=True)
     except Exception as exc:  # zip, JSON, h5 and deserialisation errors all mean "not a usable model"
         raise EdgeclsError(f"{path}: cannot load Keras model ({first_line(exc)})") from None
+
+
+def _zipped_config(path: Path) -> Any:
+    """config.json of a `.keras` zip, or None where there is none to read (Keras then says why)."""
+    import zipfile
+
+    try:
+        with zipfile.ZipFile(path) as archive:
+            return json.loads(archive.read("config.json"))
+    except (OSError, ValueError, KeyError, RuntimeError, zipfile.BadZipFile):
+        return None
 
 
 def save_keras_model(model, path: str | Path) -> Path:

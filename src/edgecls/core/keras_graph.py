@@ -1,0 +1,110 @@
+"""Check a saved Keras model's layer graph before Keras rebuilds it.
+
+Keras (tf_keras and Keras 3 alike) rebuilds a functional model from its config by calling each
+layer on its inputs, deferring a node whose inputs do not exist yet and going round again until
+none is left. A damaged or hostile config whose node waits for a layer that is missing, has no
+such node, or waits on itself (a cycle) never gets its inputs: `load_model` then loops forever
+instead of failing. So every `.keras` and `.h5` config is checked here first (found by the
+`.keras` fuzz test: one junk `inbound_nodes` hung it).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Iterator
+
+from edgecls.errors import EdgeclsError
+
+Node = tuple[str, int]  # (layer name, node index)
+
+
+def check_layer_graph(config: Any, path: Path) -> None:
+    """Raise EdgeclsError unless every functional model in `config` (nested ones too) can be
+    rebuilt: each node's inputs are nodes of layers it has, and no node depends on itself."""
+    for layers in _functional_layer_lists(config):
+        _check_layers(layers, path)
+
+
+def _functional_layer_lists(obj: Any) -> Iterator[list[dict]]:
+    """Every `layers` list whose layers carry `inbound_nodes` (functional models, nested too)."""
+    if isinstance(obj, dict):
+        layers = obj.get("layers")
+        if isinstance(layers, list) and any(isinstance(layer, dict) and "inbound_nodes" in layer for layer in layers):
+            yield layers
+        for value in obj.values():
+            yield from _functional_layer_lists(value)
+    elif isinstance(obj, list):
+        for value in obj:
+            yield from _functional_layer_lists(value)
+
+
+def _check_layers(layers: list, path: Path) -> None:
+    nodes: dict[str, int] = {}  # layer name -> how many nodes rebuilding it makes
+    inputs: dict[Node, list[Node]] = {}  # node -> the nodes it is called on
+    for layer in layers:
+        if not isinstance(layer, dict):
+            raise _damaged(path, f"a layer entry is a {type(layer).__name__}, not an object")
+        name = _layer_name(layer)
+        inbound = layer.get("inbound_nodes")
+        inbound = inbound if isinstance(inbound, list) else []
+        nodes[name] = len(inbound) or (1 if layer.get("class_name") == "InputLayer" else 0)
+        for index, node in enumerate(inbound):
+            inputs[(name, index)] = list(_references(node))
+    for node, sources in inputs.items():
+        for source in sources:
+            if source[1] >= nodes.get(source[0], 0):
+                missing = "is not in the model" if source[0] not in nodes else f"has no node {source[1]}"
+                raise _damaged(path, f"layer '{node[0]}' takes its input from layer '{source[0]}', which {missing}")
+    _refuse_cycles(inputs, path)
+
+
+def _layer_name(layer: dict) -> str:
+    name = layer.get("name")
+    if not isinstance(name, str) and isinstance(layer.get("config"), dict):
+        name = layer["config"].get("name")
+    return str(name)
+
+
+def _references(node: Any) -> Iterator[Node]:
+    """The (layer, node index) inputs of one inbound node, in either format: tf_keras lists
+    [layer, node, tensor, kwargs], or Keras 3 `__keras_tensor__` objects with a keras_history."""
+    if isinstance(node, dict):
+        inner = node.get("config")
+        history = inner.get("keras_history") if node.get("class_name") == "__keras_tensor__" and isinstance(inner, dict) else None
+        if isinstance(history, list) and len(history) >= 2 and isinstance(history[0], str) and isinstance(history[1], int):
+            yield history[0], history[1]
+            return
+        for value in node.values():
+            yield from _references(value)
+    elif isinstance(node, list):
+        if len(node) >= 3 and isinstance(node[0], str) and isinstance(node[1], int) and isinstance(node[2], int):
+            yield node[0], node[1]
+            node = node[3:]  # call kwargs may hold more tensors
+        for value in node:
+            yield from _references(value)
+
+
+def _refuse_cycles(inputs: dict[Node, list[Node]], path: Path) -> None:
+    done: set[Node] = set()
+    for start in inputs:
+        if start in done:
+            continue
+        on_path: set[Node] = set()
+        stack: list[tuple[Node, Iterator[Node]]] = [(start, iter(inputs.get(start, ())))]
+        on_path.add(start)
+        while stack:  # depth-first, without recursion: a hostile graph may be very deep
+            node, pending = stack[-1]
+            source = next(pending, None)
+            if source is None:
+                stack.pop()
+                on_path.discard(node)
+                done.add(node)
+            elif source in on_path:
+                raise _damaged(path, f"layer '{source[0]}' depends on its own output")
+            elif source not in done:
+                on_path.add(source)
+                stack.append((source, iter(inputs.get(source, ()))))
+
+
+def _damaged(path: Path, why: str) -> EdgeclsError:
+    return EdgeclsError(f"{path}: cannot load Keras model (its layer graph is damaged: {why})")
