@@ -39,7 +39,7 @@ from typing import Any, Iterator
 
 import numpy as np
 
-from edgecls.core.keras_graph import check_layer_graph
+from edgecls.core.keras_graph import check_layer_graph, walk_dicts
 from edgecls.core.tf_env import import_tf
 from edgecls.edge_runtime.normalization import PIXEL_UNIT, InputNormalization, range_name
 from edgecls.errors import EdgeclsError, first_line
@@ -272,19 +272,9 @@ def _looks_keras3(config: dict) -> bool:
     return '"batch_shape"' in text or '"DTypePolicy"' in text or '"__keras_tensor__"' in text
 
 
-def _walk(obj) -> Iterator[dict]:
-    if isinstance(obj, dict):
-        yield obj
-        for value in obj.values():
-            yield from _walk(value)
-    elif isinstance(obj, list):
-        for value in obj:
-            yield from _walk(value)
-
-
 def _refuse_code(config, path: Path) -> None:
     """Refuse a model whose config holds a Lambda layer (pickled Python bytecode)."""
-    for node in _walk(config):
+    for node in walk_dicts(config):
         if node.get("class_name") in ("Lambda",) or str(node.get("class_name", "")).endswith(">Lambda"):
             inner = node.get("config") if isinstance(node.get("config"), dict) else {}
             name = inner.get("name") or node.get("name") or "?"

@@ -25,17 +25,23 @@ def check_layer_graph(config: Any, path: Path) -> None:
         _check_layers(layers, path)
 
 
-def _functional_layer_lists(obj: Any) -> Iterator[list[dict]]:
-    """Every `layers` list whose layers carry `inbound_nodes` (functional models, nested too)."""
+def walk_dicts(obj: Any) -> Iterator[dict]:
+    """Every dict in a JSON-like config, depth first (the config itself included)."""
     if isinstance(obj, dict):
-        layers = obj.get("layers")
-        if isinstance(layers, list) and any(isinstance(layer, dict) and "inbound_nodes" in layer for layer in layers):
-            yield layers
+        yield obj
         for value in obj.values():
-            yield from _functional_layer_lists(value)
+            yield from walk_dicts(value)
     elif isinstance(obj, list):
         for value in obj:
-            yield from _functional_layer_lists(value)
+            yield from walk_dicts(value)
+
+
+def _functional_layer_lists(config: Any) -> Iterator[list[dict]]:
+    """Every `layers` list whose layers carry `inbound_nodes` (functional models, nested too)."""
+    for node in walk_dicts(config):
+        layers = node.get("layers")
+        if isinstance(layers, list) and any(isinstance(layer, dict) and "inbound_nodes" in layer for layer in layers):
+            yield layers
 
 
 def _check_layers(layers: list, path: Path) -> None:
