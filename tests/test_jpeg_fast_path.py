@@ -41,6 +41,10 @@ CASES = [
     ("portrait 450x600", (450, 600), {"quality": 92}, True),
     ("no DCT scaling: 150x120", (150, 120), {"quality": 90}, False),
     ("EXIF rotation", (600, 450), {"quality": 90, "orientation": 6}, False),
+    ("EXIF, no rotation", (600, 450), {"quality": 90, "orientation": 1}, True),
+    ("XMP rotation", (600, 450), {"quality": 90, "xmp": b'<x:xmpmeta><rdf:Description tiff:Orientation="3"/></x:xmpmeta>'}, False),
+    ("ICC profile", (600, 450), {"quality": 90, "icc_profile": b"\0" * 600}, True),
+    ("camera MPO, two pictures", (600, 450), {"quality": 90, "mpo": True}, False),
     ("grayscale", (600, 450), {"quality": 90, "mode": "L"}, False),
     ("CMYK", (600, 450), {"quality": 90, "mode": "CMYK"}, False),
 ]
@@ -55,7 +59,10 @@ def save(tmp_path, name: str, size, options: dict):
         exif[0x0112] = orientation
         options["exif"] = exif.tobytes()
     path = tmp_path / f"{abs(hash(name))}.jpg"
-    image.save(path, "JPEG", **options)
+    if options.pop("mpo", False):  # what a stereo camera writes: Pillow reads it as MPO, not JPEG
+        image.save(path, "MPO", save_all=True, append_images=[image.rotate(180)], **options)
+    else:
+        image.save(path, "JPEG", **options)
     return path
 
 
@@ -72,14 +79,14 @@ def pillow_only(path, size=SIZE, channels=3):
 def fast_calls(monkeypatch):
     """How many images the fast path decoded (it returns None when it declines)."""
     calls = []
-    original = preprocess._decode_jpeg_scaled
+    original = preprocess._decode_jpeg_file
 
-    def spy(img, size, channels):
-        result = original(img, size, channels)
+    def spy(path, file_size, size, channels):
+        result = original(path, file_size, size, channels)
         calls.append(result is not None)
         return result
 
-    monkeypatch.setattr(preprocess, "_decode_jpeg_scaled", spy)
+    monkeypatch.setattr(preprocess, "_decode_jpeg_file", spy)
     return calls
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 
@@ -158,3 +159,21 @@ def test_a_device_command_process_skips_the_workstation_commands(colour_models, 
     assert out.stderr.strip().splitlines()[-1] == "['edgecls.cli.device', 'edgecls.cli.output', 'edgecls.cli.support']", out.stderr
     listed = subprocess.run([sys.executable, "-m", "edgecls", "--help"], capture_output=True, text=True, check=True).stdout
     assert all(name in listed for name in ("classify", "info", "models", "bench", "train", "evaluate", "convert", "demo"))
+
+
+@pytest.mark.parametrize("argv0, expect", [("edgecls", "1"), ("other-program", None)], ids=["device-command", "not-the-cli"])
+def test_a_device_command_keeps_numpys_blas_to_one_thread(argv0, expect):
+    """`edgecls classify` sets OPENBLAS_NUM_THREADS=1 before numpy is imported (its BLAS threads
+    busy-wait ~0.1 s of CPU a process, for BLAS a device command never calls); a user's own value
+    wins, and another program importing edgecls.cli is left alone."""
+    code = (
+        "import os, sys\n"
+        f"sys.argv = [{argv0!r}, 'classify', 'photo.jpg']\n"
+        "import edgecls.cli\n"
+        "print('numpy' in sys.modules, os.environ.get('OPENBLAS_NUM_THREADS'))\n"
+    )
+    env = {k: v for k, v in os.environ.items() if k != "OPENBLAS_NUM_THREADS"}
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, env=env)
+    assert out.stdout.split() == ["False", str(expect)], out.stdout
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, env=env | {"OPENBLAS_NUM_THREADS": "3"})
+    assert out.stdout.split() == ["False", "3"], out.stdout

@@ -10,6 +10,7 @@ inside the command, never at import time, so `edgecls --help` stays fast on a Ra
 
 from __future__ import annotations
 
+import os
 import sys
 
 import typer
@@ -48,10 +49,17 @@ def _register_commands() -> None:
     from edgecls.cli.device import classify, info, models
 
     commands = [classify, info, models]
+    invoked = _invoked_command()
+    if invoked in (*DEVICE_COMMANDS, "bench"):
+        # numpy's bundled OpenBLAS starts a busy-waiting thread per core when numpy is imported
+        # (next, inside the command): ~0.1 s of CPU a process, taken from the decode threads of a
+        # folder run, for BLAS these commands never call (the model runs in LiteRT; numpy only does
+        # small element-wise work). A user's own setting wins.
+        os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
     # A device command (on a Raspberry Pi often one process per photo) does not import the
     # workstation commands' modules: ~14 ms of its ~0.2 s cold start. Anything else (--help, a
     # workstation command, a typo, the CLI imported by tests or another program) registers all.
-    if _invoked_command() not in DEVICE_COMMANDS:
+    if invoked not in DEVICE_COMMANDS:
         from edgecls.cli.bench import bench
         from edgecls.cli.convert import convert
         from edgecls.cli.demo import demo
