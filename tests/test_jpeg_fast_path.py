@@ -145,3 +145,19 @@ def test_images_smaller_than_the_input_take_the_pillow_path(tmp_path, fast_calls
         fast_calls.clear()
         assert np.array_equal(load_image(path, SIZE), expected)
         assert fast_calls == [False]
+
+
+def test_the_header_walk_finds_rotation_segments_and_distrusts_odd_layouts(tmp_path):
+    """`_has_app1_or_mpf` decides whether Pillow must read the header first: yes for EXIF, XMP or
+    MPF segments and for anything it cannot walk (truncated, a stray marker, garbage), no only for
+    a clean header. It always ends (every step moves forward)."""
+    plain = save(tmp_path, "plain", (600, 450), {"quality": 90}).read_bytes()
+    rotated = save(tmp_path, "rotated", (600, 450), {"quality": 90, "orientation": 6}).read_bytes()
+    assert preprocess._has_app1_or_mpf(plain) is False
+    assert preprocess._has_app1_or_mpf(rotated) is True
+    assert preprocess._has_app1_or_mpf(plain[:30]) is True  # the scan never starts
+    assert preprocess._has_app1_or_mpf(plain[:2] + b"\xff\xd0" + plain[2:]) is True  # RST0 before the scan
+    rng = np.random.default_rng(0)
+    for _ in range(200):
+        garbage = b"\xff\xd8" + rng.integers(0, 256, int(rng.integers(0, 400)), dtype=np.uint8).tobytes()
+        assert isinstance(preprocess._has_app1_or_mpf(garbage), bool)
