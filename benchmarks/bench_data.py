@@ -23,7 +23,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import numpy as np
 from PIL import Image
 
-from edgecls.edge_runtime.metadata import ModelMetadata, pack_model, tflite_schema, write_metadata
+from edgecls.edge_runtime.metadata import ModelMetadata, builtin_code, pack_model, tflite_schema, write_metadata
 
 INPUT_SIZE = (94, 94)
 LABELS = ["akiec", "bcc", "bkl", "df", "mel", "nv", "vasc"]  # HAM10000's seven classes
@@ -132,7 +132,7 @@ def float_twin(model_bytes: bytes) -> bytes:
     schema = tflite_schema()
     model = schema.ModelT.InitFromPackedBuf(bytearray(model_bytes), 0)
     integer = {schema.TensorType.INT8: np.int8, schema.TensorType.UINT8: np.uint8, schema.TensorType.INT32: np.int32}
-    codes = [max(c.builtinCode, c.deprecatedBuiltinCode) for c in model.operatorCodes]
+    codes = [builtin_code(c) for c in model.operatorCodes]
     identities = {schema.BuiltinOperator.QUANTIZE, schema.BuiltinOperator.DEQUANTIZE}
     for graph in model.subgraphs:
         for tensor in graph.tensors:

@@ -109,25 +109,24 @@ def _mean_kb(paths: list[Path]) -> float:
     return float(np.mean([p.stat().st_size for p in paths])) / 1024
 
 
-def _decode_ms(paths: list[Path], repeat: int = 3) -> float:
-    """CPU ms to draft-decode and resize one file, one thread (best of `repeat` passes)."""
+def _cpu_ms_per_file(decode_all, paths: list[Path], repeat: int = 3) -> float:
+    """CPU ms for one file of `decode_all(paths)`, one thread (best of `repeat` passes)."""
     best = float("inf")
     for _ in range(repeat):
         start = time.process_time()
-        decode_only(paths, bench_data.INPUT_SIZE, workers=1)
+        decode_all(paths)
         best = min(best, (time.process_time() - start) * 1000 / len(paths))
     return best
 
 
-def _load_image_ms(paths: list[Path], repeat: int = 3) -> float:
-    """CPU ms of edgecls's own `load_image` for one file, one thread (best of `repeat` passes)."""
-    best = float("inf")
-    for _ in range(repeat):
-        start = time.process_time()
-        for path in paths:
-            load_image(path, bench_data.INPUT_SIZE)
-        best = min(best, (time.process_time() - start) * 1000 / len(paths))
-    return best
+def _decode_ms(paths: list[Path]) -> float:
+    """The floor's Pillow draft decode and resize of one file."""
+    return _cpu_ms_per_file(lambda files: decode_only(files, bench_data.INPUT_SIZE, workers=1), paths)
+
+
+def _load_image_ms(paths: list[Path]) -> float:
+    """edgecls's own `load_image` of one file."""
+    return _cpu_ms_per_file(lambda files: [load_image(path, bench_data.INPUT_SIZE) for path in files], paths)
 
 
 def test_heavy_set_decodes_like_the_real_originals(benchmark, heavy_jpeg_paths):

@@ -21,10 +21,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from calibrate_tflite import calibrate_in_place  # noqa: E402
 from model_card import _load, clinical_section  # noqa: E402
 
+from edgecls.convert.retype_io import drop_logits_output  # noqa: E402
 from edgecls.data.datasets import load_dataset  # noqa: E402
 from edgecls.data.split import load_split, save_split  # noqa: E402
 from edgecls.edge_runtime.builtin import builtin_models  # noqa: E402
-from edgecls.edge_runtime.metadata import pack_model, read_metadata, tflite_schema, write_metadata  # noqa: E402
+from edgecls.edge_runtime.metadata import read_metadata, write_metadata  # noqa: E402
 from edgecls.train.evaluate import evaluate_model_file  # noqa: E402
 from edgecls.train.options import TrainOptions  # noqa: E402
 from edgecls.train.run import write_run_config  # noqa: E402
@@ -45,17 +46,6 @@ def evaluation_run(name: str, data_root: Path) -> Path:
     return run_dir
 
 
-def probabilities_only(model_bytes: bytes) -> bytes:
-    """The model with its first output (the quantized probabilities) only: the logits output
-    (convert.retype_io.add_logits_output) is dropped from the outputs, the maths stay."""
-    schema = tflite_schema()
-    model = schema.ModelT.InitFromPackedBuf(bytearray(model_bytes), 0)
-    model.subgraphs[0].outputs = model.subgraphs[0].outputs[:1]
-    for signature in model.signatureDefs or []:
-        signature.outputs = (signature.outputs or [])[:1]
-    return pack_model(model, len(model_bytes))
-
-
 def evaluate(model: Path, run_dir: Path, folder: str, split: str, tta: bool = False) -> dict:
     output = run_dir / "evaluate" / folder
     evaluate_model_file(model, run_dir=run_dir, split=split, output=output, force=True, tta=tta)
@@ -71,7 +61,7 @@ def main(data_root: Path) -> None:
             before = Path(tmp) / model.name
             meta = read_metadata(model.read_bytes())
             meta.temperature, meta.groups, meta.operating_point, meta.logits_output = 1.0, {}, {}, ""
-            before.write_bytes(write_metadata(probabilities_only(model.read_bytes()), meta))
+            before.write_bytes(write_metadata(drop_logits_output(model.read_bytes()), meta))
             before_test = evaluate(before, run_dir, "before-test", "test")
             before_val = evaluate(before, run_dir, "before-val", "val")
         result = calibrate_in_place(model, data_root / DATA[name], MODELS / f"{name}.split.csv")

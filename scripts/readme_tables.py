@@ -104,6 +104,37 @@ def _rate(value) -> str:
     return "-" if value is None else f"{value:.0f} images/s"
 
 
+def _span(values) -> str:
+    return f"{min(values):.2f}-{max(values):.2f}" if values else "-"
+
+
+def _where_the_time_goes(figs: dict[str, dict]) -> list[str]:
+    """Per photo, one thread each, same run: the floor's decode, edgecls's decode and the invoke
+    (CPU ms), the ceiling they allow, each round's ratio, and what a process pays to start."""
+    lines = ["Where the time goes, same run (CPU ms per photo, one thread each; ceiling = the floor's decode / "
+             "(edgecls's decode + invoke)):", "",
+             "| photos | floor's Pillow decode | edgecls's decode | invoke (batch of 8) | ceiling "
+             "| rounds in process | rounds as a process |",
+             "|---|---|---|---|---|---|---|"]
+    for param in ("heavy", "light"):
+        lib = _find(figs, f"test_classify_in_process_vs_decode_only[{param}]")
+        cli = _find(figs, f"test_classify_cli_vs_decode_only[{param}]")
+        if lib:
+            lines.append(f"| {lib.get('photos')} | {_num(lib.get('pillow_decode_cpu_ms_per_image'), 2)} | "
+                         f"{_num(lib.get('edgecls_decode_cpu_ms_per_image'), 2)} | {_num(lib.get('invoke_cpu_ms_per_image'), 2)} | "
+                         f"{_num(lib.get('ceiling'), 2)} | {_span(lib.get('vs_decode_only_rounds'))} | "
+                         f"{_span(cli.get('vs_decode_only_rounds'))} |")
+    start = _find(figs, "test_cli_cold_start_vs_floor")
+    imported = _find(figs, "test_import_edgecls")
+    if start:
+        cli_s, floor_s = start.get("cli_wall_s") or 0.0, start.get("floor_wall_s") or 0.0
+        lines += ["", f"Process start, one photo: `edgecls classify` {_num(cli_s, 2)} s against the bare numpy + Pillow + "
+                  f"LiteRT script's {_num(floor_s, 2)} s (+{_num(cli_s - floor_s, 2)} s)"
+                  + (f"; `import edgecls` alone: {_num(imported.get('ab_import_edgecls_s'), 3)} s, "
+                     f"{_num(imported.get('extra_rss_mib'), 2)} MiB over a bare interpreter." if imported else ".")]
+    return lines
+
+
 def speed(path: Path) -> str:
     """The README's speed section tables: photographs against their floor and a peer first, then
     cold start, memory, int8 vs float32 and the single-invoke figures."""
@@ -158,6 +189,7 @@ def speed(path: Path) -> str:
         "|---|---|---|---|---|",
     ]
     head += [f"| {a} | {b} | {c} | {d} | {e} |" for a, b, c, d, e in photo_rows]
+    head += ["", *_where_the_time_goes(figs)]
 
     rows = []
     floor = _find(figs, "test_cli_cold_start_vs_floor")

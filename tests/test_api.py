@@ -295,7 +295,7 @@ def test_convert_errors_are_one_line(trained, data_dir, tmp_path):
         (lambda: edgecls.convert_classifier(42), "not a int"),
         (lambda: edgecls.convert_classifier(run, modes=["int4"]), "unknown conversion mode"),
         (lambda: edgecls.convert_classifier(run, mode="qat"), "unknown ConvertOptions field(s): mode"),
-        (lambda: edgecls.convert_classifier(run, labels=["a", "b", "c"]), "labels, split and input_range are for a model file"),
+        (lambda: edgecls.convert_classifier(run, labels=["a", "b", "c"]), "labels, split and input_range (--labels, --split, --input-range) are for a model file"),
         (lambda: edgecls.convert_classifier(run.model_path), "needs data=DATASET"),
     ]
     for call, expected in cases:

@@ -197,32 +197,42 @@ def test_batch_runner_checks_the_output_shape(colour_models):
 
 
 @pytest.mark.parametrize("fmt", ["json", "csv"])
-def test_streamed_output_is_what_write_records_writes(colour_models, tmp_path, fmt):
-    """json and csv are written record by record as a run goes; the text is unchanged."""
+def test_streamed_output_is_the_whole_documents_text(colour_models, tmp_path, fmt):
+    """json and csv are written record by record as a run goes; the text is that of the whole
+    document written at once (one JSON array, indent 2; a CSV header and a row per record)."""
     import contextlib
+    import csv
+    import json
 
-    from edgecls.cli.output import record_stream, write_records
+    from edgecls.cli.output import CSV_FIELDS, _csv_row, record_stream
+
+    def whole_document(records: list[dict]) -> str:
+        if fmt == "json":
+            return json.dumps(records, indent=2) + "\n"
+        text = io.StringIO()
+        writer = csv.DictWriter(text, fieldnames=list(records[0]) if records else CSV_FIELDS, lineterminator="\n")
+        writer.writeheader()
+        writer.writerows(_csv_row(record) for record in records)
+        return text.getvalue()
     from edgecls.edge_runtime.batch import classify_paths, collect_images
     from edgecls.edge_runtime.classifier import TFLiteClassifier
 
     paths = collect_images([_many_images(tmp_path / "many", 12)])
     results = list(classify_paths(TFLiteClassifier(colour_models["int8"]), paths))
     for subset in (results, results[:1], [r for r in results if r.error]):
-        expected = io.StringIO()
-        with contextlib.redirect_stdout(expected):
-            write_records(subset, fmt, None)
+        expected = whole_document([r.to_record() for r in subset if r.error is None])
         streamed = io.StringIO()
         with contextlib.redirect_stdout(streamed), record_stream(fmt, None) as write:
             for result in subset:
                 if result.error is None:
                     write(result)
-        assert streamed.getvalue() == expected.getvalue()
+        assert streamed.getvalue() == expected
         out = tmp_path / f"out.{fmt}"
         with record_stream(fmt, out) as write:
             for result in subset:
                 if result.error is None:
                     write(result)
-        assert out.read_text() == expected.getvalue()
+        assert out.read_text() == expected
     assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".out")] == []  # no temporary left
 
 

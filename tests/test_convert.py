@@ -568,7 +568,7 @@ def test_cli_help_documents_every_option():
     [
         ("missing", "no such run folder or model file"),
         ("not-keras", "not a Keras model file"),
-        ("no-data", "needs --data"),
+        ("no-data", "needs data=DATASET (--data;"),
         ("no-split", "no split.csv"),
         ("bad-mode", "unknown conversion mode 'int4'"),
         ("labels-mismatch", "there are 2 labels"),

@@ -141,8 +141,8 @@ def test_falls_back_to_tflite_runtime_when_litert_is_missing(monkeypatch, colour
 
 
 def test_a_device_command_process_skips_the_workstation_commands(colour_models, tmp_path):
-    """`edgecls classify` started as a program imports only the device commands (cold start on a
-    Pi); `edgecls --help` still lists every command."""
+    """`edgecls classify` started as a program imports only the device commands (classify, info,
+    models, bench: cold start on a Pi); `edgecls --help` still lists every command."""
     from PIL import Image
     from tiny_models import solid_image
 
@@ -156,7 +156,7 @@ def test_a_device_command_process_skips_the_workstation_commands(colour_models, 
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert out.returncode == 0 and '"red"' in out.stdout, out.stderr
-    assert out.stderr.strip().splitlines()[-1] == "['edgecls.cli.device', 'edgecls.cli.output', 'edgecls.cli.support']", out.stderr
+    assert out.stderr.strip().splitlines()[-1] == "['edgecls.cli.bench', 'edgecls.cli.device', 'edgecls.cli.output', 'edgecls.cli.support']", out.stderr
     listed = subprocess.run([sys.executable, "-m", "edgecls", "--help"], capture_output=True, text=True, check=True).stdout
     assert all(name in listed for name in ("classify", "info", "models", "bench", "train", "evaluate", "convert", "demo"))
 

@@ -121,3 +121,16 @@ def test_readme_python_block(line, code, notebook, monkeypatch):
         code = code.replace(old, new)
     monkeypatch.chdir(root)
     exec(compile(code, f"{README}:{line}", "exec"), namespace)  # noqa: S102 - the README's own code
+
+
+def test_the_speed_tables_are_what_the_kept_benchmark_run_prints():
+    """The README's speed tables are `scripts/readme_tables.py speed docs/benchmarks-readme.json`,
+    character for character: a figure typed by hand, or a table left from another run, fails."""
+    import subprocess
+    import sys
+
+    root = Path(__file__).resolve().parents[1]
+    tables = subprocess.run([sys.executable, str(root / "scripts" / "readme_tables.py"), "speed", str(root / "docs" / "benchmarks-readme.json")],
+                            capture_output=True, text=True, check=True).stdout.strip()  # fmt: skip
+    assert tables.count("\n") > 20
+    assert tables in (root / "README.md").read_text(encoding="utf-8")

@@ -58,7 +58,7 @@ def _shift_output_zero_point(model_bytes: bytes) -> bytes:
 
 @pytest.mark.parametrize("io_type", ["uint8", "int8"])
 def test_the_logits_output_keeps_the_probabilities_and_gives_the_small_ones_back(io_type):
-    from edgecls.convert.retype_io import LOGITS_OUTPUT, add_logits_output, logits_output_name
+    from edgecls.convert.retype_io import LOGITS_OUTPUT, add_logits_output, drop_logits_output, logits_output_name
     from edgecls.edge_runtime.interpreter import make_interpreter
     from edgecls.edge_runtime.metadata import read_metadata, write_metadata
 
@@ -98,6 +98,11 @@ def test_the_logits_output_keeps_the_probabilities_and_gives_the_small_ones_back
     assert quantized[1] == 0.0 and quantized[2] == 0.0  # what the quantized softmax loses
     assert np.allclose(red[1:], np.exp(-8.0) / (1 + 2 * np.exp(-8.0)), rtol=0.5)  # what the logits keep
     assert red.argmax() == 0 and abs(float(red.sum()) - 1.0) < 1e-5
+
+    # And back: without the logits output, the file computes what the plain one does.
+    dropped = drop_logits_output(with_logits)
+    assert logits_output_name(dropped) == "" and check_ops(dropped).output_type == io_type
+    verify_same_maths(plain, dropped, images, offset=0)
 
 
 def test_a_second_output_needs_the_metadata_that_names_it():

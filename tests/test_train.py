@@ -366,3 +366,17 @@ def test_mirrored_strategy_and_tensorboard_logs(colour_data, tmp_path, caplog):
     events = list((tmp_path / "run" / "logs").rglob("events.out.tfevents.*"))
     assert events and all(p.stat().st_size > 0 for p in events)
     assert run.metrics["val"]["images"] > 0 and (tmp_path / "run" / "model.keras").is_file()
+
+
+def test_epochs_left_unset_means_the_default_for_a_new_run_and_the_runs_own_on_resume():
+    """`TrainOptions().epochs` is None: `train_model` makes it DEFAULT_EPOCHS for a new run, and a
+    resume (API or `--resume` without `--epochs`, the fixture above) keeps the run's saved value."""
+    from edgecls.train.options import DEFAULT_EPOCHS, TrainOptions
+
+    assert TrainOptions().epochs is None and DEFAULT_EPOCHS == 30
+    TrainOptions().validate()  # None is valid
+    saved = TrainOptions(epochs=50).to_config()
+    assert TrainOptions.from_config(saved, epochs=TrainOptions(resume=True).epochs).epochs == 50
+    assert TrainOptions.from_config(saved, epochs=80).epochs == 80
+    with pytest.raises(EdgeclsError, match="epochs"):
+        TrainOptions(epochs=0).validate()

@@ -24,6 +24,7 @@ import pandas as pd
 
 from edgecls.convert.options import ConvertOptions
 from edgecls.convert.parity import ParityReport
+from edgecls.core import runs
 from edgecls.errors import EXIT_ERROR, EXIT_GATE, EdgeclsError
 
 __all__ = ["ConversionResult", "ConvertOptions", "convert_classifier"]
@@ -171,21 +172,22 @@ def _convert_path(path: Path, options, data, labels, output, data_format, split)
     if path.is_dir() and is_run_folder(path, data):
         if labels is not None or split is not None or options.input_range is not None:
             raise EdgeclsError(
-                "labels, split and input_range are for a model file; a run folder has its own labels.json and split.csv, "
+                "labels, split and input_range (--labels, --split, --input-range) are for a model file; "
+                "a run folder has its own labels.json and split.csv, "
                 "and its model takes pixel / 255"
             )
         return convert_run(path, options, output, data_override=data_path)
     if data_path is None:
-        raise EdgeclsError(f"{path}: converting a model file needs data=DATASET (its test split is the parity check)")
+        raise EdgeclsError(f"{path}: converting a model file needs data=DATASET (--data; its test split is the parity check)")
     return convert_model_file(path, data_path, options, output, labels=_labels(labels), data_format=data_format, split_path=split)
 
 
 def _convert_object(model, options, data, labels, output, data_format, split) -> ParityReport:
     from edgecls.api.datasets import DatasetSplit, _check_whole
-    from edgecls.convert.conversion import SPLIT_FILE, convert_model
+    from edgecls.convert.conversion import convert_model
     from edgecls.convert.modes import notice
     from edgecls.data.datasets import Dataset, load_dataset
-    from edgecls.data.split import load_split, make_split, save_split
+    from edgecls.data.split import SPLIT_FILE, load_split, make_split, save_split
 
     if data is None:
         raise EdgeclsError("converting a Keras model needs data=DATASET (its test split is the parity check)")
@@ -222,7 +224,7 @@ def is_run_folder(folder: Path, data) -> bool:
     no run files, it is taken for a SavedModel too (and refused in one line if it is not)."""
     if (folder / "saved_model.pb").is_file():
         return False
-    return data is None or (folder / "config.json").is_file() or (folder / "model.keras").is_file()
+    return data is None or runs.is_run_dir(folder) or (folder / runs.MODEL_FILE).is_file()
 
 
 def _data_path(data) -> str | None:
@@ -246,9 +248,8 @@ def _labels(labels) -> list[str] | None:
     if labels is None:
         return None
     if isinstance(labels, (str, os.PathLike)):
-        from edgecls.convert.conversion import read_labels
 
-        return read_labels(labels)
+        return runs.read_labels(labels)
     labels = [str(label) for label in labels]
     if len(labels) < 2 or len(set(labels)) != len(labels) or not all(labels):
         raise EdgeclsError(f"labels must be at least 2 distinct names, got {labels[:8]}")

@@ -12,6 +12,7 @@ model runs in inference mode on pixel / 255, a `.tflite` file through the device
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 from pathlib import Path
@@ -39,7 +40,7 @@ class EvaluationResult:
         """The report folder."""
         return self.files[0].parent
 
-    @property
+    @functools.cached_property
     def report(self) -> dict[str, Any]:
         """metrics.json as a dict: the facts (model, dataset, split, image size, run), labels and the split's metrics."""
         return json.loads((self.output_dir / "metrics.json").read_text(encoding="utf-8"))

@@ -41,16 +41,17 @@ def _root(
     pass
 
 
-DEVICE_COMMANDS = ("classify", "info", "models")
+DEVICE_COMMANDS = ("classify", "info", "models", "bench")
 
 
 def _register_commands() -> None:
     # Each module imports TensorFlow (and the API behind the command) inside its command functions only.
+    from edgecls.cli.bench import bench
     from edgecls.cli.device import classify, info, models
 
-    commands = [classify, info, models]
+    commands = [classify, info, models, bench]
     invoked = _invoked_command()
-    if invoked in (*DEVICE_COMMANDS, "bench"):
+    if invoked in DEVICE_COMMANDS:
         # numpy's bundled OpenBLAS starts a busy-waiting thread per core when numpy is imported
         # (next, inside the command): ~0.1 s of CPU a process, taken from the decode threads of a
         # folder run, for BLAS these commands never call (the model runs in LiteRT; numpy only does
@@ -60,12 +61,11 @@ def _register_commands() -> None:
     # workstation commands' modules: ~14 ms of its ~0.2 s cold start. Anything else (--help, a
     # workstation command, a typo, the CLI imported by tests or another program) registers all.
     if invoked not in DEVICE_COMMANDS:
-        from edgecls.cli.bench import bench
         from edgecls.cli.convert import convert
         from edgecls.cli.demo import demo
         from edgecls.cli.train import evaluate, train
 
-        commands += [bench, train, evaluate, convert, demo]
+        commands += [train, evaluate, convert, demo]
     for command in commands:
         app.command()(handle_errors(command))
 

@@ -83,7 +83,6 @@ def convert(
     and prove every file on the test split. Exit 0: done, gate passed; 2: error; 3: an int8 file fell
     more than --max-drop accuracy points behind float (files still written, marked failing)."""
     from edgecls import convert_classifier
-    from edgecls.api.converting import is_run_folder
     from edgecls.cli.output import print_parity_report
 
     show_progress(not quiet)
@@ -103,17 +102,6 @@ def convert(
         groups=_parse_group(group) if group else None,
         target_sensitivity=target_sensitivity,
     )
-    # The flags' own words for mistakes the API would word as keyword arguments, before any work.
-    if source.is_dir() and is_run_folder(source, data):
-        if labels is not None or split is not None or input_range is not None:
-            raise EdgeclsError(
-                "--labels, --split and --input-range are for a model file; a run folder has its own labels.json and split.csv, "
-                "and its model takes pixel / 255"
-            )
-    elif not source.exists():
-        raise EdgeclsError(f"{source}: no such run folder or model file")
-    elif data is None:
-        raise EdgeclsError(f"{source}: converting a model file needs --data DATASET (its test split is the parity check)")
     with quiet_native_stderr():
         result = convert_classifier(source, options, data=data, labels=labels, output=output, data_format=data_format,
                                     split=split, progress=not quiet)  # fmt: skip

@@ -29,7 +29,7 @@ def demo(
 ) -> None:
     """Run the whole pipeline offline on a small generated dataset: train, QAT int8, parity, classify, bench."""
     from edgecls import Classifier, TrainOptions, convert_classifier, train_classifier
-    from edgecls.cli.output import print_bench_table, print_parity_report, write_records
+    from edgecls.cli.output import print_bench_table, print_parity_report, record_stream
     from edgecls.data.demo_data import DESCRIPTION, make_demo_dataset
     from edgecls.files import write_json_atomic
 
@@ -59,7 +59,9 @@ def demo(
     paths = [Path(run.dataset.image_source(key)) for key in test_keys]
     with quiet_native_stderr():  # LiteRT's "INFO: Created ... XNNPACK delegate" line
         results = Classifier(int8_file).classify_files(paths, top_k=2)
-    write_records(results, "table", None)
+    with record_stream("table", None) as write:
+        for result in results:
+            write(result)
     correct = sum(r.prediction.label == Path(r.path).parent.name for r in results if r.prediction)
     typer.echo(f"{correct} of {len(results)} correct (true class = folder name)")
 

@@ -4,13 +4,10 @@ from __future__ import annotations
 
 import contextlib
 import csv
-import io
 import json
 import sys
 from pathlib import Path
-from typing import Callable, Iterator, Sequence
-
-from edgecls.files import write_text_atomic
+from typing import Callable, Iterator
 
 # Below this many images a progress bar is just noise.
 PROGRESS_MIN_ITEMS = 20
@@ -39,45 +36,9 @@ def progress(total: int, description: str) -> Iterator[Callable[[], None]]:
         yield lambda: bar.advance(task)
 
 
-def write_records(results: Sequence, fmt: str, output: Path | None) -> None:
-    """Print or save classification results as a table, a JSON array or CSV."""
-    records = [r.to_record() for r in results if r.error is None]
-    if fmt == "table":
-        if output is not None:
-            raise_usage("--output needs --format json or csv")
-        if records:
-            _print_table(records)
-        return
-    text = json.dumps(records, indent=2) + "\n" if fmt == "json" else _csv_text(records)
-    if output is None:
-        sys.stdout.write(text)
-    else:
-        try:
-            write_text_atomic(output, text)
-        except OSError as exc:  # a folder, a read-only disk, a full card: complete or absent, and one line
-            from edgecls.errors import EdgeclsError
-
-            raise EdgeclsError(f"{output}: cannot write output ({exc.strerror or exc})") from None
-
-
-def raise_usage(message: str) -> None:
-    from edgecls.errors import EdgeclsError
-
-    raise EdgeclsError(message)
-
-
 # A model with class groups adds `<group>_probability` and `flag` before latency_ms: the columns
 # are those of the first record (one model, so every record has the same keys).
 CSV_FIELDS = ["path", "label", "probability", "top_k", "latency_ms"]
-
-
-def _csv_text(records: list[dict]) -> str:
-    buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, fieldnames=list(records[0]) if records else CSV_FIELDS, lineterminator="\n")
-    writer.writeheader()
-    for record in records:
-        writer.writerow(_csv_row(record))
-    return buffer.getvalue()
 
 
 def _csv_row(record: dict) -> dict:
@@ -95,10 +56,13 @@ def record_stream(fmt: str, output: Path | None) -> Iterator[Callable[[object], 
     """`write(result)` for each classified image, in order: json and csv are written as the
     results come (to stdout, or to a temporary file beside `output` that is renamed into place
     when the block ends: complete or absent), so memory stays flat however many images a run
-    has; a table is printed at the end. The text is exactly what `write_records` writes."""
+    has; a table is printed at the end. json is `json.dumps(records, indent=2)`'s text, csv one
+    header line (the first record's keys) and a row per record."""
     if fmt == "table":
         if output is not None:
-            raise_usage("--output needs --format json or csv")
+            from edgecls.errors import EdgeclsError
+
+            raise EdgeclsError("--output needs --format json or csv")
         records: list[dict] = []
         yield lambda result: records.append(result.to_record())
         if records:

@@ -15,6 +15,7 @@ from edgecls.errors import EXIT_INTERRUPTED, EdgeclsError
 from edgecls.train.models import list_models
 from edgecls.train.options import (
     AUGMENT_CHOICES,
+    DEFAULT_EPOCHS,
     FORMAT_CHOICES,
     IMBALANCE_CHOICES,
     MIXED_PRECISION_CHOICES,
@@ -48,7 +49,7 @@ def train(
     data: Path = typer.Argument(..., help="Dataset: a HAM10000 folder (or its metadata CSV), a folder with one subfolder per class, or an HMNIST CSV.", show_default=False),
     output: Path = typer.Option(..., "--output", "-o", help="Run folder to write: model.keras, config, split, history, metrics, report.", show_default=False),
     model: str = typer.Option(_DEFAULTS.model, "--model", "-m", help=f"Architecture: {', '.join(list_models())}."),
-    epochs: Optional[int] = typer.Option(None, "--epochs", "-e", min=1, help=f"Most epochs to train (early stopping may end sooner) (default: {_DEFAULTS.epochs}; with --resume, the run's)."),
+    epochs: Optional[int] = typer.Option(None, "--epochs", "-e", min=1, help=f"Most epochs to train (early stopping may end sooner) (default: {DEFAULT_EPOCHS}; with --resume, the run's)."),
     image_size: int = typer.Option(_DEFAULTS.image_size, "--image-size", min=16, help="Square input size in pixels."),
     batch_size: int = typer.Option(_DEFAULTS.batch_size, "--batch-size", "-b", min=1, help="Images per step (global, across devices)."),
     lr: float = typer.Option(_DEFAULTS.learning_rate, "--lr", help="Peak learning rate."),
@@ -74,11 +75,8 @@ def train(
     force: bool = typer.Option(False, "--force", help="Replace the run already in OUTPUT."),
 ) -> None:
     """Train a classifier: split the dataset, train, keep the best epoch, evaluate on val and test."""
-    from edgecls import load_run, train_classifier
-    from edgecls.core.runs import is_run_dir
+    from edgecls import train_classifier
 
-    if resume and epochs is None and is_run_dir(output):
-        epochs = load_run(output).options.epochs
     if no_augment and augment != Augment(_DEFAULTS.augment):
         raise EdgeclsError(f"--no-augment and --augment {augment.value} disagree: pass one of them")
     if weight_decay is not None and optimizer != Optimizer.adamw:
@@ -86,7 +84,7 @@ def train(
     if warmup_fraction is not None and lr_schedule != Schedule.one_cycle:
         raise EdgeclsError("--warmup-fraction applies to --lr-schedule one-cycle only (cosine warms up for one epoch)")
     options = TrainOptions(
-        model=model, image_size=image_size, epochs=epochs or _DEFAULTS.epochs, batch_size=batch_size,
+        model=model, image_size=image_size, epochs=epochs, batch_size=batch_size,
         learning_rate=lr, optimizer=optimizer.value, lr_schedule=lr_schedule.value,
         label_smoothing=label_smoothing, imbalance=imbalance.value, augment="none" if no_augment else augment.value,
         data_format=data_format.value, monitor=monitor.value, patience=patience, val_fraction=val_fraction,

@@ -18,7 +18,7 @@ _LAZY = {
     "convert_run": "edgecls.convert.conversion",
     "convert_model": "edgecls.convert.conversion",
     "convert_model_file": "edgecls.convert.conversion",
-    "read_labels": "edgecls.convert.conversion",
+    "read_labels": "edgecls.core.runs",
     "load_user_model": "edgecls.convert.keras_import",
     "ImportedModel": "edgecls.convert.keras_import",
     "ParityReport": "edgecls.convert.parity",

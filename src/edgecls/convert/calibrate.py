@@ -52,23 +52,18 @@ class Calibration:
         return dataclasses.asdict(self)
 
 
-def run_file(classifier: TFLiteClassifier, images: np.ndarray, tta: bool = False) -> np.ndarray:
-    """Raw (uncalibrated) probabilities, as the device computes them."""
-    buffer = classifier.new_input_buffer()
-    if tta:
-        return np.stack([classifier.predict(image, buffer=buffer, tta=True).probabilities for image in images])
-    return np.stack([classifier.scores(classifier.to_input(image, buffer)).copy() for image in images])
-
-
 def calibrate_file(model_bytes: bytes, val, test, labels: list[str], groups: dict[str, list[str]],
                    target_sensitivity: float, threads: int | None = None, measure_tta: bool = False) -> Calibration:  # fmt: skip
     """`model_bytes`: the converted file with metadata at temperature 1; `val`, `test`:
     LabelledImages (uint8 images, label indices in `labels` order)."""
     from edgecls.core.metrics import compute_metrics
+    from edgecls.core.predict import tflite_predictor
 
     classifier = TFLiteClassifier(model_bytes, num_threads=threads)
     floor = classifier.probability_floor
-    val_raw, test_raw = run_file(classifier, val.images), run_file(classifier, test.images)
+    # Uncalibrated probabilities (the file is at temperature 1), as the device computes them.
+    raw_probabilities, raw_probabilities_tta = tflite_predictor(classifier), tflite_predictor(classifier, tta=True)
+    val_raw, test_raw = raw_probabilities(val.images), raw_probabilities(test.images)
     temperature = fit_temperature(val_raw, val.labels, floor)
     val_cal, test_cal = apply_temperature(val_raw, temperature, floor), apply_temperature(test_raw, temperature, floor)
     result = Calibration(
@@ -100,10 +95,10 @@ def calibrate_file(model_bytes: bytes, val, test, labels: list[str], groups: dic
         break
     if measure_tta:
         start = time.perf_counter()
-        val_tta = apply_temperature(run_file(classifier, val.images, tta=True), temperature, floor)
+        val_tta = apply_temperature(raw_probabilities_tta(val.images), temperature, floor)
         tta_seconds = time.perf_counter() - start
         start = time.perf_counter()
-        run_file(classifier, val.images)
+        raw_probabilities(val.images)
         plain_seconds = time.perf_counter() - start
         plain, flipped = compute_metrics(val.labels, val_cal, labels), compute_metrics(val.labels, val_tta, labels)
         result.tta = {

@@ -10,7 +10,6 @@ passed, and so does each file's own metadata.
 from __future__ import annotations
 
 import datetime as _dt
-import json
 from pathlib import Path
 from typing import Callable, Sequence
 
@@ -25,6 +24,7 @@ from edgecls.convert.parity import KERAS, ParityReport, ParityRow, Predictions, 
 from edgecls.convert.report import write_report
 from edgecls.convert.samples import ConversionData
 from edgecls.convert.verify import check_ops
+from edgecls.data.split import SPLIT_FILE
 from edgecls.edge_runtime.classifier import default_threads
 from edgecls.edge_runtime.interpreter import find_interpreter
 from edgecls.edge_runtime.normalization import PIXEL_UNIT, RANGES, InputNormalization
@@ -34,7 +34,6 @@ from edgecls.log import get_logger
 logger = get_logger("convert")
 
 CONVERT_DIR = "convert"
-SPLIT_FILE = "split.csv"
 
 
 def convert_model(
@@ -182,12 +181,11 @@ def convert_run(run_dir: str | Path, options: ConvertOptions | None = None, outp
                 data_override: str | Path | None = None) -> ParityReport:  # fmt: skip
     """Convert a run folder's model.keras, using the run's dataset, split.csv and training options."""
     from edgecls.core.runs import MODEL_FILE, load_run
-    from edgecls.core.runs import SPLIT_FILE as RUN_SPLIT_FILE
 
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
         raise EdgeclsError(f"{run_dir}: no such run folder or model file")
-    for needed, why in ((MODEL_FILE, "the trained model"), (RUN_SPLIT_FILE, "which images are the test split")):
+    for needed, why in ((MODEL_FILE, "the trained model"), (SPLIT_FILE, "which images are the test split")):
         if not (run_dir / needed).is_file():
             raise EdgeclsError(
                 f"{run_dir}: no {needed} ({why}); is this a finished run folder from `edgecls train`? "
@@ -241,24 +239,6 @@ def convert_model_file(model_path: str | Path, data: str | Path, options: Conver
     report = convert_model(model, dataset, split, options, output_dir, labels=labels, name=model.name, source=str(model_path))
     save_split(output_dir / SPLIT_FILE, dataset, split)
     return report
-
-
-def read_labels(path: str | Path) -> list[str]:
-    """Labels in the model's output order: a JSON list (labels.json) or one label per line."""
-    path = Path(path)
-    try:
-        text = path.read_text(encoding="utf-8")
-    except OSError as exc:
-        raise EdgeclsError(f"{path}: cannot read labels ({exc.strerror or exc})") from None
-    try:
-        labels = json.loads(text)
-    except ValueError:
-        labels = [line.strip() for line in text.splitlines() if line.strip()]
-    if not isinstance(labels, list) or len(labels) < 2 or not all(isinstance(label, str) and label for label in labels):
-        raise EdgeclsError(f"{path}: expected a JSON list of at least 2 label names, or one label per line")
-    if len(set(labels)) != len(labels):
-        raise EdgeclsError(f"{path}: labels repeat")
-    return labels
 
 
 def _new_report(model, dataset, labels, image_size, test, options, output_dir, name, source, run_dir) -> ParityReport:

@@ -22,7 +22,7 @@ import copy
 
 import numpy as np
 
-from edgecls.edge_runtime.metadata import pack_model, tflite_schema
+from edgecls.edge_runtime.metadata import builtin_code, pack_model, tflite_schema
 from edgecls.errors import EdgeclsError
 
 
@@ -77,7 +77,7 @@ def add_logits_output(model_bytes: bytes, required: bool = True) -> bytes:
     if len(subgraph.outputs) != 1:
         raise EdgeclsError(f"expected a classifier with 1 output, got {len(subgraph.outputs)}")
     producers = {output: op for op in subgraph.operators for output in op.outputs}
-    opcode = lambda op: max(model.operatorCodes[op.opcodeIndex].builtinCode, model.operatorCodes[op.opcodeIndex].deprecatedBuiltinCode)  # noqa: E731
+    opcode = lambda op: builtin_code(model.operatorCodes[op.opcodeIndex])  # noqa: E731
     tensor = subgraph.outputs[0]
     producer = producers.get(tensor)
     if producer is not None and opcode(producer) == schema.BuiltinOperator.QUANTIZE:  # the uint8 output's requantize
@@ -101,6 +101,17 @@ def add_logits_output(model_bytes: bytes, required: bool = True) -> bytes:
         item = schema.TensorMapT()
         item.name, item.tensorIndex = LOGITS_OUTPUT, new_output
         signature.outputs = [*(signature.outputs or []), item]
+    return pack_model(model, len(model_bytes))
+
+
+def drop_logits_output(model_bytes: bytes) -> bytes:
+    """The model with its first output (the probabilities) only: the undoing of
+    `add_logits_output` (the ops stay; the logits are no longer an output)."""
+    schema = tflite_schema()
+    model = schema.ModelT.InitFromPackedBuf(bytearray(model_bytes), 0)
+    model.subgraphs[0].outputs = model.subgraphs[0].outputs[:1]
+    for signature in model.signatureDefs or []:
+        signature.outputs = (signature.outputs or [])[:1]
     return pack_model(model, len(model_bytes))
 
 
@@ -135,7 +146,7 @@ def _add_uint8_twin(subgraph, index: int, schema, name: str | None = None) -> in
 def _opcode_index(model, schema) -> int:
     code = schema.BuiltinOperator.QUANTIZE
     for i, opcode in enumerate(model.operatorCodes):
-        if max(opcode.builtinCode, opcode.deprecatedBuiltinCode) == code:
+        if builtin_code(opcode) == code:
             opcode.version = max(opcode.version, 2)
             return i
     opcode = schema.OperatorCodeT()

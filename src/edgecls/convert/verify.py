@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections import Counter
 from dataclasses import dataclass, field
 
-from edgecls.edge_runtime.metadata import tflite_schema
+from edgecls.edge_runtime.metadata import builtin_code, tflite_schema
 
 _FLOAT_TYPES = ("FLOAT32", "FLOAT16", "FLOAT64", "BFLOAT16", "COMPLEX64", "COMPLEX128")
 
@@ -50,8 +50,7 @@ def check_ops(model_bytes: bytes) -> OpCheck:
             output_type = ",".join(types[i] for i in subgraph.outputs)
         for op in subgraph.operators or []:
             code = model.operatorCodes[op.opcodeIndex]
-            # Newer schemas moved builtin codes > 127 to `builtinCode`; take whichever is set.
-            builtin = max(code.builtinCode, code.deprecatedBuiltinCode)
+            builtin = builtin_code(code)
             name = op_names.get(builtin, str(builtin))
             if name == "CUSTOM":
                 custom = code.customCode.decode() if isinstance(code.customCode, bytes) else str(code.customCode)

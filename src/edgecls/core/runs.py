@@ -16,13 +16,13 @@ from typing import Any
 import pandas as pd
 
 from edgecls.core.keras_graph import check_layer_graph
+from edgecls.data.split import SPLIT_FILE
 from edgecls.errors import EdgeclsError, first_line
 from edgecls.files import atomic_path
 
 MODEL_FILE = "model.keras"
 CONFIG_FILE = "config.json"
 LABELS_FILE = "labels.json"
-SPLIT_FILE = "split.csv"
 HISTORY_FILE = "history.csv"
 METRICS_FILE = "metrics.json"
 REPORT_FILE = "report.md"
@@ -170,6 +170,24 @@ def load_run(run_dir: str | Path, data_override: str | None = None) -> Run:
         if key not in config:
             raise EdgeclsError(f"{run_dir / CONFIG_FILE}: no {key!r} entry; not a config written by `edgecls train`")
     return Run(run_dir, config, None if data_override is None else str(data_override))
+
+
+def read_labels(path: str | Path) -> list[str]:
+    """Labels in the model's output order: a JSON list (labels.json) or one label per line."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise EdgeclsError(f"{path}: cannot read labels ({exc.strerror or exc})") from None
+    try:
+        labels = json.loads(text)
+    except ValueError:
+        labels = [line.strip() for line in text.splitlines() if line.strip()]
+    if not isinstance(labels, list) or len(labels) < 2 or not all(isinstance(label, str) and label for label in labels):
+        raise EdgeclsError(f"{path}: expected a JSON list of at least 2 label names, or one label per line")
+    if len(set(labels)) != len(labels):
+        raise EdgeclsError(f"{path}: labels repeat")
+    return labels
 
 
 def is_run_dir(path: str | Path) -> bool:

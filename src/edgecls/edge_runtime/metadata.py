@@ -273,6 +273,12 @@ def pack_model(model, size_hint: int = 0) -> bytes:
     return bytes(builder.Output())
 
 
+def builtin_code(operator_code) -> int:
+    """An `OperatorCodeT`'s builtin operator: newer schemas moved codes > 127 to `builtinCode` and
+    kept the old field for old readers; whichever is set is the larger."""
+    return max(operator_code.builtinCode, operator_code.deprecatedBuiltinCode)
+
+
 def tflite_schema():
     """The TFLite flatbuffer schema's object API (ModelT, BufferT...), as LiteRT ships it.
 

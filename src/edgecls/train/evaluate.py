@@ -129,13 +129,11 @@ def evaluate_model_file(model, data=None, run_dir=None, split: str | None = None
 
 def _keras_labels(model_path: Path, run, dataset, num_outputs: int) -> list[str]:
     """A Keras file has no labels inside: take them from its run, a labels.json beside it, or the dataset."""
-    import json
-
     if run is not None:
         return run.labels
-    beside = model_path.parent / "labels.json"
+    beside = model_path.parent / runs.LABELS_FILE
     if beside.is_file():
-        return list(json.loads(beside.read_text(encoding="utf-8")))
+        return runs.read_labels(beside)
     if len(dataset.labels) != num_outputs:
         raise EdgeclsError(
             f"{model_path}: no labels.json beside it and the dataset has {len(dataset.labels)} classes for its "

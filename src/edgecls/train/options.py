@@ -23,6 +23,8 @@ MIXED_PRECISION_CHOICES = ("auto", "on", "off")
 FORMAT_CHOICES = ("auto", "ham10000", "folders", "hmnist")
 
 # Run controls: how this invocation behaves, not what the model is; kept out of config.json.
+DEFAULT_EPOCHS = 30  # a new run's most epochs when `epochs` is None
+
 _RUN_CONTROLS = ("resume", "force", "verbose")
 
 
@@ -34,7 +36,8 @@ class TrainOptions:
     edge-cnn, edge-cnn-small, mobilenetv2, ...), `image_size` (square input side in pixels, default 94),
     `weights` ("imagenet" for models that offer it, or a weights file to start from).
 
-    The recipe: `epochs` (most epochs; early stopping may end sooner), `batch_size` (images
+    The recipe: `epochs` (most epochs; early stopping may end sooner; None: DEFAULT_EPOCHS for a
+    new run, the run's own when resuming), `batch_size` (images
     per step, across devices), `learning_rate` (the peak), `optimizer` ("adam" or "adamw") with
     `weight_decay` (AdamW only), `lr_schedule` ("cosine": cosine decay after `warmup_epochs` of
     linear warm-up; "one-cycle": warm-up over `warmup_fraction` of all steps, then cosine to
@@ -60,7 +63,7 @@ class TrainOptions:
 
     model: str = "edge-cnn"
     image_size: int = 94  # square side in pixels; DESIGN.md default
-    epochs: int = 30
+    epochs: int | None = None  # None: DEFAULT_EPOCHS, or the resumed run's own
     batch_size: int = 32
     learning_rate: float = 2e-3  # the peak learning rate
     optimizer: str = "adam"  # adam, or adamw (decoupled weight decay, `weight_decay`)
@@ -117,7 +120,7 @@ class TrainOptions:
         _choice("--format", self.data_format, FORMAT_CHOICES)
         for flag, value, low in (("--epochs", self.epochs, 1), ("--batch-size", self.batch_size, 1),
                                  ("--image-size", self.image_size, 16), ("--patience", self.patience, 1)):  # fmt: skip
-            if int(value) < low:
+            if value is not None and int(value) < low:
                 raise EdgeclsError(f"{flag} must be at least {low}, got {value}")
         if not self.learning_rate > 0:
             raise EdgeclsError(f"--lr must be positive, got {self.learning_rate}")

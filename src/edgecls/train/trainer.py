@@ -10,6 +10,7 @@ test splits.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import time
 from pathlib import Path
 from typing import Iterable
@@ -21,7 +22,7 @@ from edgecls.core import runs
 from edgecls.core.pipeline import class_weights
 from edgecls.errors import EdgeclsError, first_line
 from edgecls.log import get_logger
-from edgecls.train.options import TrainOptions
+from edgecls.train.options import DEFAULT_EPOCHS, TrainOptions
 from edgecls.train.run import prepare_run_dir, write_run_config
 
 logger = get_logger("train")
@@ -55,6 +56,8 @@ def train_model(
         logger.info(f"resuming {run_dir}: {options.model}, {options.image_size}px, up to epoch {options.epochs}")
     elif options.resume:
         logger.info(f"nothing to resume in {run_dir}: starting a new run")
+    if options.epochs is None:  # a new run (a resumed one took its own above)
+        options = dataclasses.replace(options, epochs=DEFAULT_EPOCHS)
 
     if dataset is None:
         dataset = load_dataset(data_path, options.data_format)
