@@ -60,8 +60,8 @@ def demo(
     with quiet_native_stderr():  # LiteRT's "INFO: Created ... XNNPACK delegate" line
         results = Classifier(int8_file).classify_files(paths, top_k=2)
     with record_stream("table", None) as write:
-        for result in results:
-            write(result)
+        for classified in results:
+            write(classified)
     correct = sum(r.prediction.label == Path(r.path).parent.name for r in results if r.prediction)
     typer.echo(f"{correct} of {len(results)} correct (true class = folder name)")
 
