@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+from pathlib import Path
 
 import pytest
 from PIL import Image
@@ -25,6 +26,22 @@ def image_folder(tmp_path):
     Image.fromarray(solid_image((10, 10, 220))).convert("L").convert("RGB").save(folder / "grey.bmp")
     (folder / "notes.txt").write_text("not an image, and not an image suffix: ignored")
     return folder
+
+
+def test_a_folder_is_listed_in_path_order_with_only_image_suffixes(tmp_path):
+    """collect_images sorts part by part, as sorted(Path) does ("a/b/x" before "a-c", which a
+    plain string sort puts first), takes image suffixes in any case, and skips hidden files."""
+    from edgecls.edge_runtime.batch import collect_images
+
+    names = ["a/b/x.jpg", "a-c.JPG", "a/z.png", "a b/y.jpeg", "a/.hidden.jpg", "a/notes.txt", "a/archive.tar.gz", "Z.bmp", "a/b.c/d.webp"]
+    for name in names:
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / name).write_bytes(b"")
+    expected = sorted(tmp_path / n for n in names if not n.rsplit("/", 1)[-1].startswith(".") and n.rsplit(".", 1)[-1].lower() in ("jpg", "png", "jpeg", "bmp", "webp"))
+    found = collect_images([tmp_path])
+    assert found == expected and all(isinstance(p, Path) for p in found)
+    # A string sort would put "a b/" and "a-c" before "a/", and "a/b.c/" before "a/b/".
+    assert [p.relative_to(tmp_path).as_posix() for p in found] == ["Z.bmp", "a/b/x.jpg", "a/b.c/d.webp", "a/z.png", "a b/y.jpeg", "a-c.JPG"]
 
 
 def test_folder_is_walked_recursively_json(colour_models, image_folder):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import os
 import time
 import warnings
@@ -13,7 +14,7 @@ from typing import Iterable, Iterator, Sequence
 import numpy as np
 
 from edgecls.edge_runtime.classifier import Prediction, TFLiteClassifier, flips
-from edgecls.edge_runtime.preprocess import ImageError, is_image_file, load_image
+from edgecls.edge_runtime.preprocess import IMAGE_SUFFIXES, ImageError, load_image
 from edgecls.errors import EdgeclsError, first_line
 
 
@@ -52,15 +53,17 @@ def collect_images(inputs: Iterable[str | os.PathLike]) -> list[Path]:
     for item in inputs:
         path = Path(item)
         if path.is_dir():
+            # Strings, not Path objects, until the end: a third of the time on a 1,000-photo folder.
             found = [
-                Path(root) / name
+                os.path.join(root, name)
                 for root, dirs, files in os.walk(path, onerror=_unreadable_folder)
                 for name in files
-                if is_image_file(Path(name)) and not name.startswith(".")
+                if not name.startswith(".") and os.path.splitext(name)[1].lower() in IMAGE_SUFFIXES
             ]
             if not found:
-                raise EdgeclsError(f"{path}: folder holds no images ({', '.join(sorted(_suffixes()))})")
-            paths.extend(sorted(found))
+                raise EdgeclsError(f"{path}: folder holds no images ({', '.join(sorted(IMAGE_SUFFIXES))})")
+            found.sort(key=_path_parts)  # the order of sorted(Path, ...): part by part
+            paths.extend(map(Path, found))
         elif path.exists() or path.is_symlink():
             paths.append(path)
         else:
@@ -74,10 +77,8 @@ def _unreadable_folder(exc: OSError) -> None:
     warnings.warn(f"{folder}: cannot read folder ({exc.strerror or exc}); its images are skipped", stacklevel=2)
 
 
-def _suffixes() -> set[str]:
-    from edgecls.edge_runtime.preprocess import IMAGE_SUFFIXES
-
-    return set(IMAGE_SUFFIXES)
+def _path_parts(path: str) -> list[str]:
+    return os.path.normcase(path).split(os.sep)  # as pathlib compares (case-blind on Windows)
 
 
 # Images per invoke in folder runs: on the built-in models a batch of 8 takes ~5% less CPU per image
@@ -205,14 +206,18 @@ def classify_paths(
     options = {"tta": tta, "min_confidence": min_confidence} if tta or min_confidence else {}
     views = 4 if tta else 1
     size = (batch_size or DEFAULT_BATCH) // views * views
+    batches = size > 1 and len(paths) >= 2 * size
+    decoded = iter_decoded(paths, classifier.input_size, classifier.channels, workers, ahead=4 * workers + size // views)
     runner = None
-    if size > 1 and len(paths) >= 2 * size:
+    if batches:
+        # The decode threads start first (and take the first image), so building the batch
+        # interpreter (~10 ms: XNNPACK packs the weights again) overlaps with decoding.
+        decoded = itertools.chain([next(decoded)], decoded)
         try:
             runner = BatchRunner(classifier, size, threads or 1)
         except EdgeclsError:  # a model that cannot batch (a reshape to a batch of 1): one by one
             runner = None
     per_batch = size // views if runner else 1
-    decoded = iter_decoded(paths, classifier.input_size, classifier.channels, workers, ahead=4 * workers + per_batch)
     buffer = classifier.new_input_buffer()
     if runner is None:
         for item in decoded:

@@ -12,6 +12,7 @@ import io
 import os
 import stat
 import struct
+import threading
 import warnings
 from pathlib import Path
 
@@ -105,9 +106,8 @@ def _decode_jpeg_file(path, file_size: int, size: tuple[int, int], channels: int
     if _simplejpeg is None or channels != 3 or not 0 < file_size <= _FAST_PATH_MAX_BYTES:
         return None
     try:
-        with open(path, "rb") as file:
-            data = file.read()
-        if not data.startswith(b"\xff\xd8\xff"):
+        data = _read_whole(path, file_size)
+        if data is None or data[:3] != b"\xff\xd8\xff":
             return None
         height, width, colorspace, _ = _simplejpeg.decode_jpeg_header(data)
         if colorspace != "YCbCr" or (Image.MAX_IMAGE_PIXELS and width * height > Image.MAX_IMAGE_PIXELS):
@@ -126,9 +126,32 @@ def _decode_jpeg_file(path, file_size: int, size: tuple[int, int], channels: int
 
 
 _FAST_PATH_MAX_BYTES = 64 << 20  # read whole files up to this; bigger ones are Pillow's to judge
+_REUSED_BUFFER_MAX_BYTES = 8 << 20  # a decode thread keeps one buffer for files up to this size
+_read_buffers = threading.local()
 
 
-def _has_app1_or_mpf(data: bytes) -> bool:
+def _read_whole(path, file_size: int) -> bytes | memoryview | None:
+    """The file's bytes, or None if it is not `file_size` long any more (it changed since the stat).
+
+    Read into the calling thread's own reused buffer: a fresh 250 KB bytes object for every photo
+    costs ~0.1 ms more CPU (new memory to fault in and clear, then free) than the read itself.
+    The view is valid until this thread's next read: `_decode_jpeg_file` is done with it by then.
+    """
+    if file_size > _REUSED_BUFFER_MAX_BYTES:
+        with open(path, "rb") as file:
+            data = file.read(file_size + 1)
+        return data if len(data) == file_size else None
+    buffer = getattr(_read_buffers, "buffer", None)
+    if buffer is None or len(buffer) <= file_size:
+        # One byte spare, to see a file that grew; powers of two, so a folder of growing sizes
+        # reallocates a few times, not once per file.
+        buffer = _read_buffers.buffer = bytearray(1 << file_size.bit_length())
+    with open(path, "rb", buffering=0) as file:
+        size = file.readinto(buffer)
+    return memoryview(buffer)[:size] if size == file_size else None
+
+
+def _has_app1_or_mpf(data: bytes | memoryview) -> bool:
     """Does the JPEG header hold an APP1 segment (EXIF or XMP: a possible rotation) or an MPF one
     (a multi-picture file) before the scan? An unexpected layout answers yes."""
     pos = 2
@@ -149,7 +172,7 @@ def _has_app1_or_mpf(data: bytes) -> bool:
     return True
 
 
-def _plain_jpeg_to_pillow(data: bytes) -> bool:
+def _plain_jpeg_to_pillow(data: bytes | memoryview) -> bool:
     """Pillow's own reading of the header: a single-picture JPEG with no rotation to apply."""
     with Image.open(io.BytesIO(data)) as img:
         return img.format == "JPEG" and img.mode == "RGB" and img.getexif().get(_ORIENTATION, 1) == 1
