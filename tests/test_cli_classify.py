@@ -172,6 +172,78 @@ def test_batched_folder_run_equals_one_by_one(colour_models, tmp_path, mode):
                 assert a.prediction.label == b.prediction.label and len(a.prediction.top_k) == 2
 
 
+@pytest.mark.parametrize("workers", [2, 3, 4])
+def test_decoding_shared_with_the_calling_thread_keeps_order_and_bounds(tmp_path, monkeypatch, workers):
+    """iter_decoded: every image once, in order, errors in place, with `workers - 1` helper threads
+    and the consumer decoding what is not ready; never more than `ahead` images past the consumer;
+    a consumer that stops early leaves no thread behind."""
+    import threading
+    import time
+
+    import numpy as np
+
+    from edgecls.edge_runtime import batch
+
+    paths = batch.collect_images([_many_images(tmp_path / "many", 60)])
+    decoders, started, lock = set(), [], threading.Lock()
+    original = batch._decode
+    read = [0]
+
+    def spy(path, size, channels):
+        with lock:
+            decoders.add(threading.current_thread().name)
+            started.append((paths.index(path), read[0]))
+        time.sleep(0.002 if threading.current_thread() is threading.main_thread() else 0.001)
+        return original(path, size, channels)
+
+    monkeypatch.setattr(batch, "_decode", spy)
+    before = threading.active_count()
+    got = []
+    for path, image in batch.iter_decoded(paths, (16, 16), 3, workers, ahead=5):
+        got.append((path, image))
+        read[0] += 1
+        time.sleep(0.001)  # an invoke's worth of work in the consumer
+    assert [p for p, _ in got] == paths and sorted(i for i, _ in started) == list(range(len(paths)))
+    assert [isinstance(image, batch.ImageError) for _, image in got] == ["broken" in p.name for p in paths]
+    assert all(isinstance(image, np.ndarray) and image.shape == (16, 16, 3) for _, image in got if not isinstance(image, batch.ImageError))
+    assert max(index - consumed for index, consumed in started) < 5 + 1  # the window: ahead past the consumer
+    assert "MainThread" in decoders and len(decoders) <= workers  # the caller decodes too; workers - 1 helpers
+    assert threading.active_count() == before
+
+    stopped = batch.iter_decoded(paths, (16, 16), 3, workers)
+    next(stopped), next(stopped)
+    stopped.close()
+    assert threading.active_count() == before
+
+
+def test_a_helper_threads_unexpected_error_reaches_the_consumer(tmp_path, monkeypatch):
+    """Not an ImageError (a bug, MemoryError) in a helper thread: raised in the consumer, not a
+    hang, and no thread is left behind."""
+    import threading
+    import time
+
+    from edgecls.edge_runtime import batch
+
+    paths = batch.collect_images([_many_images(tmp_path / "many", 30)])
+    original, raised_in = batch._decode, []
+
+    def fails_on_img_010(path, size, channels):
+        if path.name == "img_010.png":
+            raised_in.append(threading.current_thread().name)
+            raise MemoryError("out of memory")
+        return original(path, size, channels)
+
+    monkeypatch.setattr(batch, "_decode", fails_on_img_010)
+    before = threading.active_count()
+    taken = 0
+    with pytest.raises(MemoryError, match="out of memory"):
+        for _ in batch.iter_decoded(paths, (16, 16), 3, 2, ahead=30):
+            taken += 1
+            time.sleep(0.01)  # a slow consumer: the helper runs ahead and meets img_010 first
+    assert raised_in == ["edgecls-decode-0"] and taken == 10
+    assert threading.active_count() == before
+
+
 def test_batched_run_falls_back_to_one_by_one(colour_models, tmp_path, monkeypatch):
     """A model that cannot take a batch, or whose batch disagrees with single invokes, is run
     one by one, with the same results."""

@@ -104,7 +104,7 @@ class Classifier:
     def classify_files(self, inputs: str | os.PathLike | Sequence[str | os.PathLike], top_k: int = 3, *, tta: bool = False,
                        min_confidence: float = 0.0, workers: int | None = None, stream: bool = False):  # fmt: skip
         """Classify image files and folders (walked recursively) as `edgecls classify` does:
-        decoded in `workers` threads while the model runs on batches.
+        decoded in `workers` threads (this one among them, between batches of the model).
 
         Returns a list of `ImageResult` (`path`, `prediction`, `error`; `to_record()` gives the
         CLI's JSON record), one per image in path order; an unreadable image gets `error` set

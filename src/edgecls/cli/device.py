@@ -31,7 +31,7 @@ def classify(
         None, "--threads", "-t", min=1,
         help="Interpreter threads (default: min(4, cores) for a few images; 1 for a folder's batches, while decoding keeps the cores busy).",
     ),  # fmt: skip
-    workers: Optional[int] = typer.Option(None, "--workers", min=1, help="Image decode threads (default: min(4, cores))."),
+    workers: Optional[int] = typer.Option(None, "--workers", min=1, help="Image decode threads, the one invoking the model among them (default: min(4, cores))."),
     min_confidence: float = typer.Option(
         0.0, "--min-confidence", min=0.0, max=1.0,
         help="Below this top probability the label is 'uncertain' (the model's report gives accuracy against coverage to choose it).",
