@@ -19,6 +19,9 @@ def test_demo_runs_the_whole_pipeline_and_lists_what_it_wrote(tmp_path, capfd):
     parity = json.loads((out / "run" / "convert" / "parity.json").read_text())
     # The exit code is the parity gate's verdict, whichever way a 2-epoch model falls.
     assert result.exit_code == (0 if parity["gate_passed"] else EXIT_GATE), result.output
+    # The demo's small test split: the gate allows one test image (1 point would fail on one flip).
+    tests = parity["test_images"]
+    assert tests and parity["max_drop"] == pytest.approx(100 / tests, abs=0.011) and parity["max_drop"] >= 100 / tests
     assert "synthetic" in result.output and "NOT real medical data" in result.output
     for step in range(1, 6):
         assert f"[{step}/5]" in result.output
