@@ -108,7 +108,7 @@ def _exit_without_finalizing(code: int) -> None:
     """End a device command's process without Python's finalization.
 
     Finalization frees every module and object one by one (numpy, LiteRT, Typer, Click): 40-70 ms
-    on this project's 2-core x86 machine, more on a Raspberry Pi, paid by every one-photo classify
+    on this project's 2-core x86 machine, paid by every one-photo classify
     and at the end of every folder run, for memory the OS takes back at once anyway (the trick
     Instagram's servers use: `os._exit` after the work). What finalization must do still happens:
     atexit handlers run (logging's flush, a coverage tool's save), then the standard streams are
@@ -118,9 +118,12 @@ def _exit_without_finalizing(code: int) -> None:
     import atexit
     import threading
 
-    if threading.active_count() > 1:
+    # atexit._run_exitfuncs is CPython's own (what finalization itself calls); without it, or with
+    # a thread still running, leave the ordinary way.
+    run_exit_handlers = getattr(atexit, "_run_exitfuncs", None)
+    if run_exit_handlers is None or threading.active_count() > 1:
         sys.exit(code)
-    atexit._run_exitfuncs()
+    run_exit_handlers()
     try:
         sys.stdout.flush()
         sys.stderr.flush()
