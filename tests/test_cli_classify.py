@@ -163,7 +163,7 @@ def test_batched_folder_run_equals_one_by_one(colour_models, tmp_path, mode):
     one_by_one = list(batch.classify_paths(classifier, paths, batch_size=1))
     for workers in (1, 3):
         batched = list(batch.classify_paths(classifier, paths, top_k=2, workers=workers))
-        assert [r.path for r in batched] == [r.path for r in one_by_one] == [batch._display(p) for p in paths]
+        assert [r.path for r in batched] == [r.path for r in one_by_one] == [batch.shown_path(p) for p in paths]
         assert [r.error is None for r in batched] == [r.error is None for r in one_by_one]
         assert sum(r.error is not None for r in batched) == 1 and "img_020_broken.jpg" in batched[21].error
         for a, b in zip(batched, one_by_one):

@@ -248,7 +248,6 @@ def _labels(labels) -> list[str] | None:
     if labels is None:
         return None
     if isinstance(labels, (str, os.PathLike)):
-
         return runs.read_labels(labels)
     labels = [str(label) for label in labels]
     if len(labels) < 2 or len(set(labels)) != len(labels) or not all(labels):

@@ -14,7 +14,7 @@ from typing import Iterable, Iterator, Sequence
 import numpy as np
 
 from edgecls.edge_runtime.classifier import Prediction, TFLiteClassifier, flips
-from edgecls.edge_runtime.preprocess import IMAGE_SUFFIXES, ImageError, load_image
+from edgecls.edge_runtime.preprocess import IMAGE_SUFFIXES, ImageError, load_image, shown_path
 from edgecls.errors import EdgeclsError, first_line
 
 
@@ -73,7 +73,7 @@ def collect_images(inputs: Iterable[str | os.PathLike]) -> list[Path]:
 
 def _unreadable_folder(exc: OSError) -> None:
     # os.walk would skip it silently: the images in it would simply be missing from the results.
-    folder = _display(Path(exc.filename or "?"))
+    folder = shown_path(Path(exc.filename or "?"))
     warnings.warn(f"{folder}: cannot read folder ({exc.strerror or exc}); its images are skipped", stacklevel=2)
 
 
@@ -333,9 +333,9 @@ def _results(classifier, rows: np.ndarray, items, views: int, top_k: int, option
                                                  min_confidence=options.get("min_confidence", 0.0)))  # fmt: skip
     for path, image in items:
         if isinstance(image, ImageError):
-            yield ImageResult(_display(path), error=str(image))
+            yield ImageResult(shown_path(path), error=str(image))
         else:
-            yield ImageResult(_display(path), next(predictions))
+            yield ImageResult(shown_path(path), next(predictions))
 
 
 def _views(image: np.ndarray, views: int) -> tuple[np.ndarray, ...]:
@@ -362,9 +362,9 @@ def _probabilities(classifier, rows: np.ndarray, views: int) -> np.ndarray:
 def _one_by_one(classifier, items, top_k: int, buffer: np.ndarray, options: dict) -> Iterator[ImageResult]:
     for path, image in items:
         if isinstance(image, ImageError):
-            yield ImageResult(_display(path), error=str(image))
+            yield ImageResult(shown_path(path), error=str(image))
         else:
-            yield ImageResult(_display(path), classifier.predict(image, top_k, buffer, **options))
+            yield ImageResult(shown_path(path), classifier.predict(image, top_k, buffer, **options))
 
 
 def _rows_match_single(classifier, rows: np.ndarray, items, views: int, buffer: np.ndarray) -> bool:
@@ -376,13 +376,3 @@ def _rows_match_single(classifier, rows: np.ndarray, items, views: int, buffer: 
         if not np.allclose(probabilities, expected, rtol=0.0, atol=1e-6):
             return False
     return True
-
-
-_CONTROL_ESCAPES = {c: f"\\x{c:02x}" for c in (*range(0x20), 0x7F)}
-
-
-def _display(path: Path) -> str:
-    # Non-UTF-8 file names still print: undecodable bytes become escapes, not a crash.
-    # Control characters (a newline in a file name) are escaped too: one report stays one line.
-    text = os.fsdecode(path).encode("utf-8", "backslashreplace").decode("utf-8")
-    return text.translate(_CONTROL_ESCAPES) if not text.isprintable() else text

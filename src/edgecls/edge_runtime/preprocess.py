@@ -45,7 +45,7 @@ def load_image(path: str | os.PathLike, size: tuple[int, int], channels: int = 3
     the EXIF orientation is applied; JPEGs are decoded at a reduced DCT scale when the file
     is much larger than `size`, which is several times faster and no worse after the resize.
     """
-    shown = _shown(path)
+    shown = shown_path(path)
     try:
         status = os.stat(path)
         if stat.S_ISDIR(status.st_mode):
@@ -126,7 +126,9 @@ def _decode_jpeg_file(path, file_size: int, size: tuple[int, int], channels: int
 
 
 _FAST_PATH_MAX_BYTES = 64 << 20  # read whole files up to this; bigger ones are Pillow's to judge
-_REUSED_BUFFER_MAX_BYTES = 8 << 20  # a decode thread keeps one buffer for files up to this size
+# A decoding thread (the calling one too) keeps one buffer, for files up to this size, for as long
+# as the thread lives: a photo's ~256 KB, at most 8 MiB.
+_REUSED_BUFFER_MAX_BYTES = 8 << 20
 _read_buffers = threading.local()
 
 
@@ -233,7 +235,8 @@ def _to_uint8(array: np.ndarray) -> np.ndarray:
 _CONTROL_ESCAPES = {c: f"\\x{c:02x}" for c in (*range(0x20), 0x7F)}
 
 
-def _shown(path: str | os.PathLike) -> str:
+def shown_path(path: str | os.PathLike) -> str:
+    """A path as one printable line, for results and error messages."""
     # Non-UTF-8 file names still print: undecodable bytes become escapes, not a UnicodeEncodeError.
     # Control characters (a newline in a file name) are escaped too: one report stays one line.
     text = os.fsdecode(path).encode("utf-8", "backslashreplace").decode("utf-8")
