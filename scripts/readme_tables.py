@@ -150,7 +150,7 @@ def _where_the_time_goes(figs: dict[str, dict]) -> list[str]:
 
 
 def speed(path: Path) -> str:
-    """The README's speed section tables: photographs against their floor and a peer first, then
+    """One machine's speed tables (docs/guides/speed.md): photographs against their floor and a peer first, then
     cold start, memory, int8 vs float32 and the single-invoke figures."""
     data = _load(path)
     figs = _figures(data)

@@ -1,4 +1,4 @@
-"""Issue 13: the Python API (`import edgecls`), end to end on tiny generated data.
+"""The Python API (`import edgecls`), end to end on tiny generated data.
 
 load_dataset -> split_dataset -> train_classifier -> convert_classifier (float32 and post-training
 int8, from the TrainedRun, and
