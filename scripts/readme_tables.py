@@ -10,8 +10,9 @@ Keras), convert/parity.json (float vs int8 through LiteRT) and evaluate/model_in
 command writes, and names the machine it was taken on and the int8 dot-product instructions its
 CPU has. `speed-page` rewrites, in place, every block of the page that lies between
 `<!-- speed-tables: docs/benchmarks-NAME.json -->` and `<!-- /speed-tables -->` with `speed` of
-the JSON the marker names (paths relative to the repository root); tests/test_readme.py checks
-that each such block is exactly that.
+the JSON the marker names (paths relative to the repository root), and adds a section for each
+docs/benchmarks-*.json that has none yet; tests/test_readme.py checks that each block is exactly
+that, and that every kept JSON has one.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from pathlib import Path
 
 REBUILD = "bash scripts/build_builtin_models.sh"
 ROOT = Path(__file__).resolve().parents[1]
+NEW_MACHINES = "<!-- speed-tables: new machines above -->"
 SPEED_BLOCK = re.compile(r"(<!-- speed-tables: (\S+) -->\n)(.*?)(<!-- /speed-tables -->)", re.DOTALL)
 
 # CPU flags (py-cpuinfo's names, as pytest-benchmark records them) of the instructions XNNPACK's
@@ -149,19 +151,25 @@ def _where_the_time_goes(figs: dict[str, dict]) -> list[str]:
     return lines
 
 
+def _cpu(machine_info: dict) -> tuple[str, object, str, str]:
+    """(CPU name, core count, its int8 dot-product instructions or "none (AVX2 only)", and the
+    same in short: "AVX-512 VNNI" or "AVX2 only")."""
+    cpu_info = machine_info.get("cpu", {})
+    cpu = cpu_info.get("brand_raw") or platform.processor() or "unknown CPU"
+    flags = set(cpu_info.get("flags", []))
+    dot = ", ".join(sorted({name for flag, name in INT8_DOT_PRODUCT.items() if flag in flags}))
+    simd = "AVX2" if "avx2" in flags else ("NEON" if "asimd" in flags else "no AVX2")
+    return cpu, cpu_info.get("count", "?"), dot or f"none ({simd} only)", dot or f"{simd} only"
+
+
 def speed(path: Path) -> str:
     """One machine's speed tables (docs/guides/speed.md): photographs against their floor and a peer first, then
     cold start, memory, int8 vs float32 and the single-invoke figures."""
     data = _load(path)
     figs = _figures(data)
     info = data.get("machine_info", {})
-    cpu = info.get("cpu", {}).get("brand_raw") or platform.processor() or "unknown CPU"
-    cores = info.get("cpu", {}).get("count", "?")
+    cpu, cores, int8_isa, _ = _cpu(info)
     machine = f"{cpu}, {cores} cores, {info.get('system', '')} {info.get('machine', '')}, Python {info.get('python_version', '')}"
-    flags = set(info.get("cpu", {}).get("flags", []))
-    dot = sorted({name for flag, name in INT8_DOT_PRODUCT.items() if flag in flags})
-    simd = "AVX2" if "avx2" in flags else ("NEON" if "asimd" in flags else "no AVX2")
-    int8_isa = ", ".join(dot) if dot else f"none ({simd} only)"
 
     photo_rows = []
     names = {"real": "real HAM10000 originals", "synthetic heavy": "synthetic heavy JPEGs", "synthetic light": "synthetic light JPEGs"}
@@ -253,9 +261,23 @@ def speed(path: Path) -> str:
     return "\n".join(lines)
 
 
-def speed_page(text: str) -> str:
-    """`text` with every speed-tables block replaced by `speed` of the JSON its marker names."""
-    return SPEED_BLOCK.sub(lambda m: f"{m.group(1)}\n{speed(ROOT / m.group(2))}\n\n{m.group(4)}", text)
+def speed_page(text: str, kept: list[Path] | None = None, root: Path = ROOT) -> str:
+    """`text` with every speed-tables block replaced by `speed` of the JSON its marker names
+    (relative to `root`, the repository).
+
+    Each JSON of `kept` that no block names yet gets a heading (its CPU and int8 instructions) and
+    a block of its own, just before the `<!-- speed-tables: new machines above -->` line."""
+    text = SPEED_BLOCK.sub(lambda m: f"{m.group(1)}\n{speed(root / m.group(2))}\n\n{m.group(4)}", text)
+    named = {m.group(2) for m in SPEED_BLOCK.finditer(text)}
+    for path in kept or []:
+        name = path.resolve().relative_to(root.resolve()).as_posix()
+        if name in named or NEW_MACHINES not in text:
+            continue
+        cpu, cores, _, short = _cpu(_load(path).get("machine_info", {}))
+        section = (f"### {cores}-core {cpu} ({short})\n\n<!-- speed-tables: {name} -->\n\n{speed(path)}\n\n"
+                   "<!-- /speed-tables -->\n\n")
+        text = text.replace(NEW_MACHINES, section + NEW_MACHINES)
+    return text
 
 
 def main(argv: list[str]) -> int:
@@ -268,7 +290,8 @@ def main(argv: list[str]) -> int:
         print(speed(Path(argv[1])))
     else:
         page = Path(argv[1])
-        page.write_text(speed_page(page.read_text(encoding="utf-8")), encoding="utf-8")
+        kept = sorted((ROOT / "docs").glob("benchmarks-*.json"))
+        page.write_text(speed_page(page.read_text(encoding="utf-8"), kept), encoding="utf-8")
     return 0
 
 

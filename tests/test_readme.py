@@ -189,3 +189,26 @@ def test_readme_tables_names_a_cpu_without_int8_dot_product(tmp_path):
     path.write_text(json.dumps(data), encoding="utf-8")
     assert "int8 dot-product instructions: none (AVX2 only)." in tables.speed(path)
     assert "int8 dot-product instructions: AVX-512 VNNI" in tables.speed(ROOT / "docs" / "benchmarks-xeon-vnni.json")
+
+
+def test_a_new_machines_json_gets_its_own_section(tmp_path):
+    """`readme_tables.py speed-page` adds a heading and a block for a kept JSON that has none, once,
+    and leaves the blocks it has as they are."""
+    import json
+
+    tables = _readme_tables()
+    (tmp_path / "docs").mkdir()
+    xeon = tmp_path / "docs" / "benchmarks-xeon-vnni.json"
+    shutil.copy(ROOT / "docs" / "benchmarks-xeon-vnni.json", xeon)
+    data = json.loads(xeon.read_text(encoding="utf-8"))
+    data["machine_info"]["cpu"] |= {"flags": ["avx", "avx2"], "brand_raw": "AMD EPYC"}
+    new = tmp_path / "docs" / "benchmarks-epyc-avx2.json"
+    new.write_text(json.dumps(data), encoding="utf-8")
+    text = SPEED_PAGE.read_text(encoding="utf-8")
+    page = tables.speed_page(text, [xeon, new], root=tmp_path)
+    assert page.count("### 2-core AMD EPYC (AVX2 only)") == 1
+    assert "<!-- speed-tables: docs/benchmarks-epyc-avx2.json -->" in page
+    assert "int8 dot-product instructions: none (AVX2 only)." in page
+    assert page.index("AMD EPYC") < page.index(tables.NEW_MACHINES)
+    assert tables.speed_page(page, [xeon, new], root=tmp_path) == page
+    assert page.replace(page[page.index("### 2-core AMD EPYC") : page.index(tables.NEW_MACHINES)], "") == text
