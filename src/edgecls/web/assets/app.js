@@ -355,7 +355,7 @@ const pct = (p) => `${(100 * p).toFixed(p >= 0.995 || p < 0.0005 ? 0 : 1)}%`;
 function showModel(config) {
   const card = config.card;
   document.title = `${card.name} · edgecls`;
-  $("model-name").textContent = card.name;
+  $("model-name").textContent = card.dataset ? `${card.dataset} (${card.name})` : card.name;
   const facts = $("model-facts");
   const row = (name, value) => value !== "" && value != null && facts.append(el("dt", { text: name }), el("dd", { text: String(value) }));
   row("Classes", config.labels.join(", "));
@@ -373,7 +373,7 @@ function showModel(config) {
   if (m.accuracy != null) row("Accuracy", `${pct(m.accuracy)}${split}`);
   if (m.balanced_accuracy != null) row("Balanced accuracy", pct(m.balanced_accuracy));
   if (m.macro_auc != null) row("Macro ROC AUC", round(m.macro_auc, 3));
-  if (m.accuracy_drop_points != null) row("int8 vs float", `${round(m.accuracy_drop_points, 2)} accuracy points lower than the float model${m.agreement_with_float != null ? `; same top class on ${pct(m.agreement_with_float)} of images` : ""}`);
+  if (m.accuracy_drop_points != null) row("int8 vs float", `${m.accuracy_drop_points > 0 ? `${round(m.accuracy_drop_points, 2)} accuracy points below` : "as accurate as"} the float model${m.agreement_with_float != null ? `; same top class on ${pct(m.agreement_with_float)} of images` : ""}`);
   row("Parity gate", card.parity_gate);
   row("Quantization", card.quantization);
   row("Temperature", config.temperature !== 1 ? `${config.temperature} (probabilities are calibrated)` : "");
@@ -413,7 +413,7 @@ function fillResult({ item, body }, record, config) {
     const flagged = point && point.group === group && record.flag;
     const line = el("p", { class: `group${flagged ? " flagged" : ""}` }, `${group}: ${pct(p)}`);
     if (point && point.group === group) {
-      line.append(" ", el("span", { class: "badge", text: flagged ? `FLAG (≥ ${pct(point.threshold)})` : `below the flag (${pct(point.threshold)})` }));
+      line.append(" ", el("span", { class: "badge", text: flagged ? `FLAG (≥ ${pct(point.threshold)})` : `below the flag threshold (${pct(point.threshold)})` }));
     }
     body.append(line);
   }
@@ -429,16 +429,20 @@ function failResult({ item, body }, message) {
 }
 
 async function handleFiles(files) {
+  let first = true;
   for (const file of files) {
     const isImage = !file.type || file.type.startsWith("image/");
     const card = resultCard(file.name || "photo", isImage && file.size > 0 && file.size < 32 * 1024 * 1024 ? URL.createObjectURL(file) : null);
+    if (first) card.item.scrollIntoView({ block: "start" }); // the answer, not the buttons, after a photo
+    first = false;
     try {
       const record = await classify(file, { minConfidence: Number(confidence.value) / 100, path: file.name });
       fillResult(card, record, (await ready).config);
     } catch (error) {
       const image = card.item.querySelector("img");
       if (image) image.remove();
-      failResult(card, `${file.name || "This file"}: ${error instanceof ImageProblem ? error.message : `cannot classify it (${error.message || error})`}`);
+      const message = error instanceof ImageProblem ? error.message : `cannot classify it (${error.message || error})`;
+      failResult(card, message.charAt(0).toUpperCase() + message.slice(1));
     }
   }
 }
