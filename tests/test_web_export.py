@@ -233,6 +233,37 @@ def test_the_page_works_offline_after_the_first_load(browser, server, samples):
         page.close()
 
 
+def test_any_uint8_or_float32_file_edgecls_classifies_runs_in_the_page(browser, server, colour_models, tmp_path):
+    """Not only the built-in models: the tiny test models, with metadata written by edgecls,
+    give edgecls's own record in the page (a solid colour: no resampling difference)."""
+    import edgecls
+    from tiny_models import solid_image
+
+    image = tmp_path / "red.png"
+    Image.fromarray(solid_image((220, 10, 10))).save(image)
+    for mode in ("uint8", "float32"):
+        site = edgecls.export_web(colour_models[mode], tmp_path / mode, force=True)
+        server.add(f"colour-{mode}", site)
+        page = browser.open(server.url(f"colour-{mode}", "index.html"))
+        try:
+            record = page.evaluate(
+                "async (bytes) => window.edgecls.classify(new Blob([new Uint8Array(bytes)]), {path: 'red.png'})",
+                list(image.read_bytes()),
+            )
+        finally:
+            page.close()
+        expected = edgecls.Classifier(colour_models[mode]).classify_files([image])[0].to_record()
+        assert record["label"] == expected["label"] == "red"
+        assert [t["label"] for t in record["top_k"]] == [t["label"] for t in expected["top_k"]]
+        assert record["probability"] == pytest.approx(expected["probability"], abs=1e-5), mode
+
+
+def test_an_int8_input_file_is_refused_with_the_way_out(colour_models, tmp_path):
+    result = _export(str(colour_models["int8"]), "--output", str(tmp_path / "site"))
+    assert result.exit_code == 2 and "takes uint8 or float32" in result.output and "int8_io_to_uint8" in result.output
+    assert not (tmp_path / "site").exists()
+
+
 # -- the command's errors (no browser) ----------------------------------------------------------
 def _export(*args: str):
     return runner.invoke(app, ["export", "web", *args])
@@ -314,3 +345,34 @@ def test_a_runtime_given_as_an_unpacked_folder_is_checked_file_by_file(tmp_path)
     (folder / "wasm" / "vision_wasm_internal.wasm").write_bytes(b"\0asm" + b"\0" * 100)
     with pytest.raises(EdgeclsError, match="vision_wasm_internal.wasm is not the one.*--runtime"):
         runtime.load_runtime(folder)
+
+
+def test_serve_gives_the_site_with_the_types_browsers_require(sites):
+    """`--serve`'s server: module scripts and WebAssembly need their MIME types."""
+    import threading
+    import urllib.request
+
+    from edgecls.web import serve
+
+    httpd = serve(sites["ham10000"], "127.0.0.1", 0)
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    try:
+        base = f"http://127.0.0.1:{httpd.server_address[1]}/"
+        types = {}
+        for name in ("", "mediapipe/vision_bundle.mjs", "mediapipe/wasm/vision_wasm_internal.wasm", "manifest.webmanifest"):
+            with urllib.request.urlopen(base + name, timeout=10) as response:
+                types[name] = response.headers["Content-Type"]
+        assert types == {"": "text/html", "mediapipe/vision_bundle.mjs": "text/javascript",
+                         "mediapipe/wasm/vision_wasm_internal.wasm": "application/wasm",
+                         "manifest.webmanifest": "application/manifest+json"}  # fmt: skip
+    finally:
+        httpd.shutdown()
+        httpd.server_close()
+
+
+def test_serve_refuses_a_folder_that_is_not_a_site(tmp_path):
+    from edgecls.errors import EdgeclsError
+    from edgecls.web import serve
+
+    with pytest.raises(EdgeclsError, match="no index.html"):
+        serve(tmp_path, "127.0.0.1", 0)

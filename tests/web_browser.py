@@ -84,6 +84,9 @@ class Server:
     def origin(self) -> str:
         return f"http://127.0.0.1:{self.httpd.server_address[1]}"
 
+    def add(self, key: str, root: Path) -> None:
+        self.httpd.RequestHandlerClass.roots[key] = root
+
     def url(self, key: str, relative: str = "") -> str:
         return f"{self.origin}/{key}/{relative}"
 

@@ -51,6 +51,14 @@ def model_config(model: str | os.PathLike) -> tuple[dict, Path]:
     with warnings.catch_warnings(), quiet_native_stderr():
         warnings.simplefilter("ignore")  # a file without metadata is said in model.json and on the page
         clf = TFLiteClassifier(path, num_threads=1)
+    import numpy as np
+
+    if clf.input_details["dtype"] not in (np.uint8, np.float32):
+        raise EdgeclsError(
+            f"{path}: its image input is {np.dtype(clf.input_details['dtype']).name}; MediaPipe Tasks, the page's runtime, "
+            "takes uint8 or float32 (edgecls convert's default is uint8; edgecls.convert.retype_io.int8_io_to_uint8 "
+            "turns int8 I/O into uint8, exactly)"
+        )
     meta = clf.metadata
     head = next(i for i, o in enumerate(clf._outputs) if o["index"] == clf.output_details["index"])
     provenance = meta.provenance or {}
