@@ -35,12 +35,13 @@ def web(
     from edgecls.web.serve import lan_address
 
     site = export_web(model, output, runtime=runtime, force=force)
-    typer.echo(f"wrote {site}/ (open index.html from a web server: `edgecls export web ... --serve`, or any static host)")
+    typer.echo(f"{site}/: open it from a web server (--serve, or any static host), not as a file")
     if not serve:
         return
     server = serve_site(site, "0.0.0.0", port)
     address = lan_address()
-    typer.echo(f"serving {site}/ at http://localhost:{port}/" + (f" and http://{address}:{port}/ (a phone on the same network)" if address else ""))
+    elsewhere = f"http://{address}:{port}/" if address else f"http://<this machine's address>:{port}/ (`hostname -I` shows it)"
+    typer.echo(f"serving {site}/ at http://localhost:{port}/ and, for a phone on the same network, {elsewhere}")
     typer.echo("over plain HTTP a phone can take and choose photos; the live camera preview, offline use and "
                "'add to home screen' need HTTPS (see docs/phone.md). Ctrl-C stops.")  # fmt: skip
     try:
