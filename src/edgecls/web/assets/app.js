@@ -76,7 +76,15 @@ function sniff(bytes) {
       const marker = u(pos + 1);
       if (marker === 0xff) { pos += 1; continue; }
       if (marker >= 0xc0 && marker <= 0xcf && ![0xc4, 0xc8, 0xcc].includes(marker)) {
-        return { type: "jpeg", height: be16(pos + 5), width: be16(pos + 7) };
+        // Sampling factors: how much larger the luma plane is than each chroma plane.
+        const components = u(pos + 9);
+        const factors = [];
+        for (let c = 0; c < components && pos + 12 + 3 * c < bytes.length; c++) factors.push(u(pos + 11 + 3 * c));
+        let chroma = [1, 1];
+        if (components === 3 && factors.length === 3 && factors[1] === factors[2]) {
+          chroma = [(factors[0] >> 4) / (factors[1] >> 4), (factors[0] & 15) / (factors[1] & 15)];
+        }
+        return { type: "jpeg", height: be16(pos + 5), width: be16(pos + 7), chroma };
       }
       pos += 2 + be16(pos + 2);
     }
@@ -90,6 +98,7 @@ async function decode(input, config) {
   if (input instanceof ImageData) return { data: input.data, width: input.width, height: input.height, jpeg: false };
   let source = input;
   let jpeg = false;
+  let chroma = [1, 1];
   let known = null;
   if (typeof input === "string" || input instanceof URL || input instanceof Blob) {
     const blob = await toBlob(input);
@@ -97,6 +106,7 @@ async function decode(input, config) {
     // JPEG headers can run to 64 KB of EXIF before the size: read enough of the file.
     known = sniff(new Uint8Array(await blob.slice(0, 256 * 1024).arrayBuffer()));
     jpeg = known.type === "jpeg";
+    chroma = known.chroma || chroma;
     if (known.width && known.height && known.width * known.height > config.max_pixels) {
       throw new ImageProblem(`the image is too large to decode safely (${known.width}x${known.height} pixels; the limit is ${config.max_pixels})`);
     }
@@ -120,7 +130,7 @@ async function decode(input, config) {
     context.fillStyle = "#fff"; // transparent areas go white, as in edgecls
     context.fillRect(0, 0, width, height);
     context.drawImage(bitmap, 0, 0);
-    return { data: context.getImageData(0, 0, width, height).data, width, height, jpeg };
+    return { data: context.getImageData(0, 0, width, height).data, width, height, jpeg, chroma };
   } finally {
     bitmap.close();
   }
@@ -145,16 +155,20 @@ function toChannels(rgba, count, channels) {
   return out;
 }
 
-// libjpeg's 1/scale DCT decode is, to within rounding, the mean of each scale x scale block;
-// Pillow's draft picks the largest of 8, 4, 2 that keeps both sides at least the model's.
+// Pillow's draft picks the largest of 8, 4, 2 that keeps both sides at least the model's, and
+// libjpeg decodes at that scale. Its reduced IDCT gives, to within rounding, the mean of each
+// scale x scale block of the full decode. At 1/2 scale libjpeg also decodes subsampled chroma at its
+// own resolution instead of upsampling it, while the browser's full decode upsampled it with a
+// triangle filter, which the block mean turns into a [1 6 1]/8 blur: undone here by its
+// first-order inverse (measured on the ALL smears: half the pixel error of the block mean alone).
 function draftScale(width, height, size) {
   const ratio = Math.min(Math.floor(width / size[1]), Math.floor(height / size[0]));
   return [8, 4, 2].find((s) => ratio >= s) || 1;
 }
 
-function boxReduce(src, width, height, channels, scale) {
+function boxMean(src, width, height, channels, scale) {
   const w = Math.ceil(width / scale), h = Math.ceil(height / scale);
-  const out = new Uint8Array(w * h * channels);
+  const out = new Float64Array(w * h * channels);
   for (let y = 0; y < h; y++) {
     const y0 = y * scale, y1 = Math.min(height, y0 + scale);
     for (let x = 0; x < w; x++) {
@@ -163,9 +177,56 @@ function boxReduce(src, width, height, channels, scale) {
       for (let c = 0; c < channels; c++) {
         let sum = 0;
         for (let yy = y0; yy < y1; yy++) for (let xx = x0; xx < x1; xx++) sum += src[(yy * width + xx) * channels + c];
-        out[(y * w + x) * channels + c] = Math.floor((sum + n / 2) / n);
+        out[(y * w + x) * channels + c] = sum / n;
       }
     }
+  }
+  return { data: out, width: w, height: h };
+}
+
+function unblur(plane, w, h, kx, ky) {
+  if (kx) {
+    const out = new Float64Array(plane.length);
+    for (let y = 0; y < h; y++) for (let x = 0; x < w; x++) {
+      const i = y * w + x;
+      out[i] = plane[i] * (1 + 2 * kx) - kx * (plane[x > 0 ? i - 1 : i] + plane[x < w - 1 ? i + 1 : i]);
+    }
+    plane = out;
+  }
+  if (ky) {
+    const out = new Float64Array(plane.length);
+    for (let y = 0; y < h; y++) for (let x = 0; x < w; x++) {
+      const i = y * w + x;
+      out[i] = plane[i] * (1 + 2 * ky) - ky * (plane[y > 0 ? i - w : i] + plane[y < h - 1 ? i + w : i]);
+    }
+    plane = out;
+  }
+  return plane;
+}
+
+function draft(pixels, width, height, channels, scale, chroma) {
+  const { data, width: w, height: h } = boxMean(pixels, width, height, channels, scale);
+  const out = new Uint8Array(data.length);
+  const kx = scale === 2 && chroma[0] === 2 ? 0.125 : 0;
+  const ky = scale === 2 && chroma[1] === 2 ? 0.125 : 0;
+  if (channels !== 3 || (!kx && !ky)) {
+    for (let i = 0; i < data.length; i++) out[i] = Math.floor(data[i] + 0.5);
+    return { data: out, width: w, height: h };
+  }
+  const n = w * h;
+  const Y = new Float64Array(n), Cb = new Float64Array(n), Cr = new Float64Array(n);
+  for (let i = 0; i < n; i++) {
+    const r = data[3 * i], g = data[3 * i + 1], b = data[3 * i + 2];
+    Y[i] = 0.299 * r + 0.587 * g + 0.114 * b;
+    Cb[i] = -0.168736 * r - 0.331264 * g + 0.5 * b;
+    Cr[i] = 0.5 * r - 0.418688 * g - 0.081312 * b;
+  }
+  const cb = unblur(Cb, w, h, kx, ky), cr = unblur(Cr, w, h, kx, ky);
+  const clamp = (v) => (v < 0 ? 0 : v > 255 ? 255 : Math.floor(v + 0.5));
+  for (let i = 0; i < n; i++) {
+    out[3 * i] = clamp(Y[i] + 1.402 * cr[i]);
+    out[3 * i + 1] = clamp(Y[i] - 0.344136 * cb[i] - 0.714136 * cr[i]);
+    out[3 * i + 2] = clamp(Y[i] + 1.772 * cb[i]);
   }
   return { data: out, width: w, height: h };
 }
@@ -251,7 +312,7 @@ async function toModelInput(input, config) {
   let w = image.width, h = image.height;
   if (image.jpeg) {
     const scale = draftScale(w, h, config.input_size);
-    if (scale > 1) ({ data: pixels, width: w, height: h } = boxReduce(pixels, w, h, channels, scale));
+    if (scale > 1) ({ data: pixels, width: w, height: h } = draft(pixels, w, h, channels, scale, image.chroma));
   }
   const resized = resize(pixels, w, h, channels, width, height);
   const out = new ImageData(width, height);
