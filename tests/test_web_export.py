@@ -377,3 +377,45 @@ def test_serve_refuses_a_folder_that_is_not_a_site(tmp_path):
 
     with pytest.raises(EdgeclsError, match="no index.html"):
         serve(tmp_path, "127.0.0.1", 0)
+
+
+def test_without_npm_the_package_comes_from_npms_registry_setting_verified(tmp_path, monkeypatch):
+    """The download path, against a registry served from 127.0.0.1: the right tarball is cached;
+    a tampered one is refused, naming --runtime, and nothing is cached."""
+    import functools
+    import http.server
+    import threading
+
+    from edgecls.errors import EdgeclsError
+    from edgecls.web import runtime
+
+    cached = runtime.cache_dir() / runtime.TARBALL_NAME
+    if not cached.is_file():
+        pytest.skip(f"no cached {runtime.TARBALL_NAME} to serve as a registry here")
+    registry = tmp_path / "registry"
+    tarball = registry / "@mediapipe" / "tasks-vision" / "-" / f"tasks-vision-{runtime.VERSION}.tgz"
+    tarball.parent.mkdir(parents=True)
+    tarball.write_bytes(cached.read_bytes())
+    class Quiet(http.server.SimpleHTTPRequestHandler):
+        def log_message(self, *args):
+            pass
+
+    handler = functools.partial(Quiet, directory=str(registry))
+    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    try:
+        monkeypatch.setenv("PATH", str(tmp_path / "no-npm-here"))
+        monkeypatch.setenv("npm_config_registry", f"http://127.0.0.1:{httpd.server_address[1]}/")
+        monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+        assert sorted(runtime.load_runtime()) == sorted(runtime.FILES)
+        assert (tmp_path / "cache" / "edgecls" / runtime.TARBALL_NAME).read_bytes() == tarball.read_bytes()
+        monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache2"))
+        data = bytearray(tarball.read_bytes())
+        data[len(data) // 2] ^= 0xFF
+        tarball.write_bytes(bytes(data))
+        with pytest.raises(EdgeclsError, match="published hash.*--runtime"):
+            runtime.load_runtime()
+        assert not (tmp_path / "cache2" / "edgecls" / runtime.TARBALL_NAME).exists()
+    finally:
+        httpd.shutdown()
+        httpd.server_close()
