@@ -7,7 +7,6 @@ Shared by tests/test_web_export.py and benchmarks/test_web.py.
 
 from __future__ import annotations
 
-import functools
 import http.server
 import os
 import shutil
