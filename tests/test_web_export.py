@@ -19,7 +19,7 @@ import pytest
 from conftest import SHARED_DATA, shared_dataset
 from PIL import Image
 from typer.testing import CliRunner
-from web_browser import Browser, classify_in_page, export_or_skip, require_browser, start_server
+from web_browser import Browser, classify_in_page, export_or_skip, require_browser, start_server, wait_until
 
 from edgecls.cli import app
 
@@ -175,6 +175,9 @@ def test_the_js_api_gives_the_record_of_edgecls_classify(ham_page, server, sampl
     assert expected["label"] in shown and "malignant" in shown and "Model time" in shown
 
 
+DONE_MORE_THAN = "(n) => document.querySelectorAll('.result:not(.pending)').length > n"
+
+
 def test_bad_images_get_a_clear_message_and_the_next_image_still_works(ham_page, samples):
     expected = {
         "notes.jpg": "Cannot decode the image",
@@ -184,12 +187,12 @@ def test_bad_images_get_a_clear_message_and_the_next_image_still_works(ham_page,
     for name, message in expected.items():
         before = ham_page.locator(".result").count()
         ham_page.set_input_files("#file-input", str(samples / name))
-        ham_page.wait_for_function(f"document.querySelectorAll('.result:not(.pending)').length > {before}")
+        wait_until(ham_page, DONE_MORE_THAN, before)
         card = ham_page.locator(".result").first
         assert "error" in card.get_attribute("class")
         assert message in card.locator("[role=alert]").inner_text()
         ham_page.set_input_files("#file-input", str(samples / "transparent.png"))
-        ham_page.wait_for_function(f"document.querySelectorAll('.result:not(.pending)').length > {before + 1}")
+        wait_until(ham_page, DONE_MORE_THAN, before + 1)
         assert "Model time" in ham_page.locator(".result").first.inner_text()
 
 
@@ -197,7 +200,7 @@ def test_a_phone_viewport_has_no_horizontal_scrolling(browser, server, samples):
     page = browser.open(server.url("all-blood", "index.html"))  # the longest labels
     try:
         page.set_input_files("#file-input", [str(samples / "photo.jpg"), str(samples / "notes.jpg")])
-        page.wait_for_function("document.querySelectorAll('.result:not(.pending)').length === 2")
+        wait_until(page, DONE_MORE_THAN, 1)
         page.locator("details.about summary").click()
         page.locator(".results").scroll_into_view_if_needed()
         width = page.evaluate("[document.documentElement.scrollWidth, document.documentElement.clientWidth]")
@@ -215,12 +218,12 @@ def test_the_page_works_offline_after_the_first_load(browser, server, samples):
     classify again."""
     page = browser.open(server.url("ham10000", "index.html"))
     try:
-        page.wait_for_function("navigator.serviceWorker.controller !== null")
-        page.wait_for_function(
+        wait_until(page, "() => navigator.serviceWorker.controller !== null")
+        wait_until(
+            page,
             """async () => { const names = await caches.keys(); if (!names.length) return false;
                 const cache = await caches.open(names[0]); const keys = await cache.keys();
                 return keys.some((r) => r.url.endsWith('.wasm')); }""",
-            polling=500,
         )
         browser.context.set_offline(True)
         page.reload()

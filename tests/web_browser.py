@@ -149,6 +149,19 @@ class Browser:
             shutil.rmtree(self._profile, ignore_errors=True)
 
 
+def wait_until(page, function: str, arg=None, timeout_s: float = 60) -> None:
+    """Poll `function` (JS, may be async) in the page until it returns true. Playwright's own
+    wait_for_function evaluates its predicate with eval(), which the page's Content-Security-
+    Policy forbids, as it should; page.evaluate is not subject to it."""
+    import time
+
+    deadline = time.monotonic() + timeout_s
+    while not page.evaluate(function, arg):
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"the page never made this true: {function}")
+        time.sleep(0.1)
+
+
 CLASSIFY_ALL = """async ({urls, options}) => {
   const out = [];
   for (const url of urls) {
