@@ -175,6 +175,29 @@ def test_the_js_api_gives_the_record_of_edgecls_classify(ham_page, server, sampl
     assert expected["label"] in shown and "malignant" in shown and "Model time" in shown
 
 
+def test_a_photo_turned_by_its_exif_orientation_gives_edgecls_pixels(ham_page, tmp_path):
+    """A phone photo stored sideways with an EXIF orientation tag: the page turns it as edgecls
+    does, so the probabilities are edgecls's own (the file is under twice the input size: no
+    JPEG scaling on either side)."""
+    import edgecls
+
+    rng = np.random.default_rng(1)
+    pixels = np.zeros((150, 180, 3), np.uint8)
+    pixels[:, :60] = (200, 120, 90)
+    pixels[40:110, 80:170] = (90, 60, 40)
+    pixels = np.clip(pixels + rng.normal(0, 12, pixels.shape), 0, 255).astype(np.uint8)
+    exif = Image.Exif()
+    exif[0x0112] = 6  # rotate 90 degrees clockwise to display
+    photo = tmp_path / "sideways.jpg"
+    Image.fromarray(pixels).save(photo, quality=95, exif=exif.tobytes())
+    record = ham_page.evaluate(
+        "async (bytes) => window.edgecls.classify(new Blob([new Uint8Array(bytes)], {type: 'image/jpeg'}), {topK: 7})",
+        list(photo.read_bytes()),
+    )
+    expected = edgecls.Classifier("ham10000").classify_files([photo], top_k=7)[0].to_record()
+    assert {t["label"]: t["probability"] for t in record["top_k"]} == pytest.approx({t["label"]: t["probability"] for t in expected["top_k"]}, abs=2e-4)
+
+
 DONE_MORE_THAN = "(n) => document.querySelectorAll('.result:not(.pending)').length > n"
 
 

@@ -117,7 +117,14 @@ async function decode(input, config) {
   }
   let bitmap;
   try {
-    bitmap = await createImageBitmap(source, { imageOrientation: "from-image", colorSpaceConversion: "none", premultiplyAlpha: "none" });
+    try {
+      bitmap = await createImageBitmap(source, { imageOrientation: "from-image", colorSpaceConversion: "none", premultiplyAlpha: "none" });
+    } catch (error) {
+      // A browser that predates one of these option values rejects the call itself (TypeError),
+      // not the image: its defaults (EXIF orientation applied) are the next best thing.
+      if (!(error instanceof TypeError)) throw error;
+      bitmap = await createImageBitmap(source);
+    }
   } catch (error) {
     const what = known && known.type !== "other" ? `a damaged or unsupported ${known.type.toUpperCase()} file` : "not an image this browser can read";
     throw new ImageProblem(`cannot decode the image (${what})`);
