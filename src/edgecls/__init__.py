@@ -22,6 +22,7 @@ The Python API, for notebooks and scripts (the `edgecls` command line does the s
 | `evaluate_classifier`, `EvaluationResult` | a `.keras` or `.tflite` model's metrics and report on a dataset or a run's split |
 | `Classifier`, `Prediction`, `builtin_models` | run a `.tflite` file as the device does (no TensorFlow); the models shipped with edgecls |
 | `EdgeclsError`, `ImageError` | every error a user can fix, with a one-line message (`ImageError`: an image that cannot be read) |
+| `export_web` | a static web site that runs a `.tflite` file in a phone's browser, offline (`edgecls export web`) |
 | `enable_logging` | show edgecls's progress messages (quiet by default) |
 
 Importing this package is cheap on purpose: no numpy, no TensorFlow. Each name loads its
@@ -57,6 +58,7 @@ _LAZY = {
     "Prediction": "edgecls.api.classifier",
     "builtin_models": "edgecls.api.classifier",
     "enable_logging": "edgecls.log",
+    "export_web": "edgecls.web.site",
 }
 
 __all__ = ["__version__", *_LAZY]

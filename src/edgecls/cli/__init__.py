@@ -2,7 +2,7 @@
 `train_classifier`, `evaluate_classifier`, `convert_classifier`, `builtin_models`).
 
 One module per group of commands: `device` (classify, info, models), `bench`, `train` (train,
-evaluate), `convert`, `demo`; `support` (one-line errors, log lines) and `output` (tables,
+evaluate), `convert`, `demo`, `export` (export web); `support` (one-line errors, log lines) and `output` (tables,
 JSON/CSV records, progress bars) serve them all. Device commands need only numpy, Pillow and a
 TFLite interpreter. Workstation commands (train, evaluate, convert, demo) import TensorFlow
 inside the command, never at import time, so `edgecls --help` stays fast on a Raspberry Pi.
@@ -63,9 +63,13 @@ def _register_commands() -> None:
     if invoked not in DEVICE_COMMANDS:
         from edgecls.cli.convert import convert
         from edgecls.cli.demo import demo
+        from edgecls.cli.export import export_app
         from edgecls.cli.train import evaluate, train
 
         commands += [train, evaluate, convert, demo]
+        for sub in export_app.registered_commands:
+            sub.callback = handle_errors(sub.callback)
+        app.add_typer(export_app)
     for command in commands:
         app.command()(handle_errors(command))
 
