@@ -21,9 +21,10 @@ dropped from the model), so the int8 file's input quantization carries them and 
 cannot wrap them, never sees them. Otherwise `--input-range` says what the model takes, or
 edgecls assumes pixel / 255 and says so.
 
-Loading stays safe: Keras safe mode for `.keras` files, and for `.h5` files and SavedModel
-Keras metadata (which have no safe mode) a Lambda layer anywhere in the config is refused
-before anything is deserialised.
+Loading stays safe (`edgecls.core.model_safety`, docs/safety.md): every config and every
+SavedModel op is checked against an allow-list before anything is deserialised, and Keras
+loads `.keras` files in safe mode too. Custom layers load only from code the user passes
+(`custom_objects`).
 """
 
 from __future__ import annotations
@@ -39,7 +40,16 @@ from typing import Any, Iterator
 
 import numpy as np
 
-from edgecls.core.keras_graph import check_layer_graph, walk_dicts
+from edgecls.core.keras_graph import check_layer_graph
+from edgecls.core.model_safety import (
+    MAX_MODEL_BYTES,
+    bounded_call,
+    check_keras_config,
+    check_saved_model,
+    load_custom_objects,
+    read_h5_config,
+    read_keras_archive,
+)
 from edgecls.core.tf_env import import_tf
 from edgecls.edge_runtime.normalization import PIXEL_UNIT, InputNormalization, range_name
 from edgecls.errors import EdgeclsError, first_line
@@ -50,13 +60,7 @@ MODEL_CLASSES = ("Functional", "Sequential", "Model")
 # Keras preprocessing-augmentation layers are the identity at inference (RandomCrop is not: it
 # centre-crops), so the rebuilt model leaves them out.
 _AUGMENTATION = re.compile(r"^Random(?!Crop$)\w+$")
-# A TFLite flatbuffer holds at most 2 GB; a bigger SavedModel cannot convert anyway.
-MAX_SAVED_MODEL_BYTES = 2 * 1024**3
-# Graph ops that touch files or run Python: no image classifier needs them.
-_UNSAFE_OPS = {
-    "ReadFile", "WriteFile", "MatchingFiles", "PyFunc", "PyFuncStateless", "EagerPyFunc", "PrintV2",
-    "Save", "SaveV2", "SaveSlices", "Restore", "RestoreV2", "RestoreSlice", "MergeV2Checkpoints", "ImmutableConst",
-}  # fmt: skip
+MAX_SAVED_MODEL_BYTES = MAX_MODEL_BYTES
 VERIFY_IMAGES = 8
 VERIFY_TOLERANCE = 1e-4  # max |difference| of outputs, relative to max(1, |output|)
 
@@ -108,32 +112,46 @@ class FloatFunction:
         return list(getattr(self._keep, "variables", []) or [])
 
     def __call__(self, x, training: bool = False):
-        return self._function(x)
+        tf, _ = import_tf()
+        if not tf.executing_eagerly():  # traced into a graph (conversion): nothing runs yet
+            return self._function(x)
+        return bounded_call(lambda: self._function(x), self.name)
 
     def predict(self, x, batch_size: int = 64, verbose: int = 0) -> np.ndarray:
         tf, _ = import_tf()
-        parts = [np.asarray(self._function(tf.constant(x[i : i + batch_size], tf.float32))) for i in range(0, len(x), batch_size)]
+
+        def batch(i: int) -> np.ndarray:
+            return np.asarray(self._function(tf.constant(x[i : i + batch_size], tf.float32)))
+
+        # Each batch under a wall-clock limit: a graph built to spin must not hang a conversion.
+        parts = [bounded_call(lambda i=i: batch(i), self.name) for i in range(0, len(x), batch_size)]
         return np.concatenate(parts) if parts else np.zeros((0, self.outputs[0].shape[1]), np.float32)
 
 
 # -- loading ------------------------------------------------------------------------------------
-def load_user_model(path: str | Path, input_range: str | None = None) -> ImportedModel:
+def load_user_model(path: str | Path, input_range: str | None = None, custom_objects=None) -> ImportedModel:
     """Load a `.keras`, `.h5` or SavedModel folder and make it ready to convert (see module doc).
 
     `input_range`: "0-1", "0-255" or "-1-1", what the model's input takes when it has no
     Rescaling/Normalization layer to tell (None: detect, else assume 0-1 with a warning).
+    `custom_objects`: the code of the model's custom layers, a `.py` file (imported: it runs)
+    or a mapping of name -> class; without it a model with custom layers is refused, naming them.
     Every problem is one EdgeclsError line."""
     path = Path(path)
     if not path.exists():
         raise EdgeclsError(f"{path}: no such run folder or model file")
-    if path.is_dir():
-        model, description = _load_saved_model(path)
-    elif path.suffix == ".keras" and zipfile.is_zipfile(path):
-        model, description = _load_keras_zip(path)
-    elif _is_hdf5(path):
-        model, description = _load_h5(path)
-    else:
-        raise EdgeclsError(f"{path}: not a Keras model file (expected a run folder, a .keras or .h5 file, or a SavedModel folder)")
+    custom = load_custom_objects(custom_objects)
+    try:
+        if path.is_dir():
+            model, description = _load_saved_model(path, custom)
+        elif path.suffix == ".keras" and zipfile.is_zipfile(path):
+            model, description = _load_keras_zip(path, custom)
+        elif _is_hdf5(path):
+            model, description = _load_h5(path, custom)
+        else:
+            raise EdgeclsError(f"{path}: not a Keras model file (expected a run folder, a .keras or .h5 file, or a SavedModel folder)")
+    except MemoryError:
+        raise EdgeclsError(f"{path}: cannot load the model (out of memory)") from None
     convention = _edgecls_run_convention(path)
     if isinstance(model, FloatFunction):
         return _import_function(model, path, description, input_range)
@@ -153,66 +171,47 @@ def _major(version: str | None) -> int | None:
     return int(match.group(1)) if match else None
 
 
-def _load_keras_zip(path: Path):
-    """A `.keras` zip: Keras 3 or tf_keras by its metadata.json, both in safe mode."""
-    try:
-        with zipfile.ZipFile(path) as archive:
-            names = set(archive.namelist())
-            config = json.loads(archive.read("config.json")) if "config.json" in names else None
-            metadata = json.loads(archive.read("metadata.json")) if "metadata.json" in names else {}
-    except (OSError, ValueError, zipfile.BadZipFile, KeyError, RuntimeError) as exc:
-        raise EdgeclsError(f"{path}: cannot load Keras model ({first_line(exc)})") from None
+def _load_keras_zip(path: Path, custom: dict):
+    """A `.keras` zip: Keras 3 or tf_keras by its metadata.json, both checked, then in safe mode."""
+    config, metadata = read_keras_archive(path)
     if not isinstance(config, dict):
         raise EdgeclsError(f"{path}: cannot load Keras model (no config.json: not a whole saved model)")
-    _refuse_code(config, path)
+    check_keras_config(config, path, custom)
     version = metadata.get("keras_version") if isinstance(metadata, dict) else None
     keras3 = _major(version) == 3 if version else _looks_keras3(config)
     if not keras3:
         from edgecls.core.runs import load_keras_model
 
-        return load_keras_model(path), f"tf_keras .keras (Keras {version or '2'})"  # checks the layer graph too
+        return load_keras_model(path, custom), f"tf_keras .keras (Keras {version or '2'})"  # checks the layer graph too
     check_layer_graph(config, path)
     keras = _keras3()
     try:
-        model = keras.saving.load_model(path, compile=False, safe_mode=True)
+        model = keras.saving.load_model(path, custom_objects=custom or None, compile=False, safe_mode=True)
     except Exception as exc:  # deserialisation, h5, zip errors: "not a usable model"
         raise EdgeclsError(f"{path}: cannot load Keras model ({first_line(exc)})") from None
     return model, f"Keras 3 .keras (Keras {version or keras.__version__})"
 
 
-def _load_h5(path: Path):
+def _load_h5(path: Path, custom: dict):
     """A legacy HDF5 model. Keras has no safe mode for these: the config is checked first."""
-    import h5py
-
-    try:
-        with h5py.File(path, "r") as file:
-            attrs = {key: file.attrs[key] for key in ("keras_version", "model_config", "backend") if key in file.attrs}
-    except (OSError, ValueError) as exc:
-        raise EdgeclsError(f"{path}: cannot read HDF5 model ({first_line(exc)})") from None
-    raw_config = attrs.get("model_config")
-    if raw_config is None:
+    config, version = read_h5_config(path)
+    if config is None:
         raise EdgeclsError(f"{path}: HDF5 file without a model architecture (weights only?); save the whole model with model.save()")
-    try:
-        config = json.loads(raw_config.decode("utf-8") if isinstance(raw_config, bytes) else str(raw_config))
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise EdgeclsError(f"{path}: cannot load Keras model (unreadable model_config: {first_line(exc)})") from None
-    _refuse_code(config, path)
+    check_keras_config(config, path, custom)
     check_layer_graph(config, path)
-    version = attrs.get("keras_version")
-    version = version.decode("utf-8", "replace") if isinstance(version, bytes) else (str(version) if version is not None else None)
     keras3 = _major(version) == 3 if version else _looks_keras3(config)
     try:
         if keras3:
-            model = _keras3().saving.load_model(path, compile=False)
+            model = _keras3().saving.load_model(path, custom_objects=custom or None, compile=False)
         else:
             _, tf_keras = import_tf()
-            model = tf_keras.models.load_model(path, compile=False)
+            model = tf_keras.models.load_model(path, custom_objects=custom or None, compile=False)
     except Exception as exc:
         raise EdgeclsError(f"{path}: cannot load Keras model ({first_line(exc)})") from None
     return model, f"{'Keras 3' if keras3 else 'Keras 2 / tf_keras'} HDF5 .h5 (Keras {version or '?'})"
 
 
-def _load_saved_model(path: Path):
+def _load_saved_model(path: Path, custom: dict):
     """A SavedModel folder: the tf_keras model when it has Keras metadata, else its serving function."""
     if not (path / "saved_model.pb").is_file():
         raise EdgeclsError(f"{path}: not a SavedModel folder (no saved_model.pb) nor a run folder from `edgecls train` (no config.json)")
@@ -220,10 +219,12 @@ def _load_saved_model(path: Path):
     if size > MAX_SAVED_MODEL_BYTES:
         raise EdgeclsError(f"{path}: the SavedModel holds {size / 1024**3:.1f} GB; a TFLite file cannot exceed 2 GB")
     tf, tf_keras = import_tf()
+    # A SavedModel is a program: every op of every function is checked before TensorFlow loads
+    # any of it (loading runs resource creators and restore functions).
+    check_saved_model(path, custom)
     if (path / "keras_metadata.pb").is_file():
-        _refuse_code_in_keras_metadata(path)
         try:
-            model = tf_keras.models.load_model(path, compile=False)
+            model = tf_keras.models.load_model(path, custom_objects=custom or None, compile=False)
         except Exception as exc:
             raise EdgeclsError(f"{path}: cannot load the SavedModel's Keras model ({first_line(exc)})") from None
         if isinstance(model, tf_keras.Model) and type(model).__name__ in MODEL_CLASSES:
@@ -246,7 +247,6 @@ def _load_saved_model(path: Path):
         raise EdgeclsError(f"{path}: expected a float32 RGB image input of fixed size (None, H, W, 3), got {spec.dtype.name} {shape}")
     if len(out_shape) != 2 or out_shape[1] is None or out_shape[1] < 2:
         raise EdgeclsError(f"{path}: expected class scores of shape (None, N>=2), got {out_shape}")
-    _refuse_unsafe_ops(signature, path)
 
     def function(x):
         return signature(**{input_name: x})[output_name]
@@ -270,39 +270,6 @@ def _keras3():
 def _looks_keras3(config: dict) -> bool:
     text = json.dumps(config)
     return '"batch_shape"' in text or '"DTypePolicy"' in text or '"__keras_tensor__"' in text
-
-
-def _refuse_code(config, path: Path) -> None:
-    """Refuse a model whose config holds a Lambda layer (pickled Python bytecode)."""
-    for node in walk_dicts(config):
-        if node.get("class_name") in ("Lambda",) or str(node.get("class_name", "")).endswith(">Lambda"):
-            inner = node.get("config") if isinstance(node.get("config"), dict) else {}
-            name = inner.get("name") or node.get("name") or "?"
-            raise EdgeclsError(
-                f"{path}: refused: Lambda layer '{name}' holds Python code, which edgecls never loads "
-                "(Keras safe mode); rebuild the model with standard layers"
-            )
-
-
-def _refuse_code_in_keras_metadata(path: Path) -> None:
-    data = (path / "keras_metadata.pb").read_bytes()
-    match = re.search(rb'"class_name":\s*"Lambda".{0,400}?"name":\s*"([^"]*)"', data, re.S)
-    if match or re.search(rb'"class_name":\s*"Lambda"', data):
-        name = match.group(1).decode("utf-8", "replace") if match else "?"
-        raise EdgeclsError(
-            f"{path}: refused: Lambda layer '{name}' holds Python code, which edgecls never loads "
-            "(Keras safe mode); rebuild the model with standard layers"
-        )
-
-
-def _refuse_unsafe_ops(signature, path: Path) -> None:
-    graph_def = signature.graph.as_graph_def()
-    ops = {node.op for node in graph_def.node}
-    for function in graph_def.library.function:
-        ops.update(node.op for node in function.node_def)
-    unsafe = sorted(ops & _UNSAFE_OPS)
-    if unsafe:
-        raise EdgeclsError(f"{path}: refused: the SavedModel's serving function uses {', '.join(unsafe)}, which no image classifier needs")
 
 
 def _edgecls_run_convention(path: Path) -> bool:
