@@ -476,5 +476,14 @@ def bounded_call(function: Callable[[], Any], what: str, seconds: float | None =
     if isinstance(error, MemoryError):
         raise EdgeclsError(f"{what}: the model ran out of memory") from None
     if isinstance(error, Exception):
-        raise EdgeclsError(f"{what}: the model failed when run ({type(error).__name__}: {first_line(error)})") from None
+        raise EdgeclsError(f"{what}: the model failed when run ({type(error).__name__}: {_runtime_message(error)})") from None
     raise error
+
+
+def _runtime_message(error: Exception) -> str:
+    """The line of a TensorFlow run-time error that says what went wrong: its message opens
+    with "Graph execution error:" and a node's whereabouts, and ends with hints."""
+    lines = [line.strip() for line in str(getattr(error, "message", None) or error).splitlines()]
+    boilerplate = ("Graph execution error", "Detected at node", "<stack traces", "[[", "Hint:", "[Op:", "(most recent call")
+    useful = [line for line in lines if line and not line.startswith(boilerplate)]
+    return (useful[0] if useful else first_line(error))[:200]
