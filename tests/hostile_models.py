@@ -252,6 +252,7 @@ def custom_layer_keras(folder: Path, marker: Path) -> tuple[Path, Path]:
     _, tf_keras = _tf()
     inputs = tf_keras.Input((SIZE, SIZE, 3), name="image")
     x = module.Scale(0.5, name="half")(inputs)
+    x = tf_keras.layers.Conv2D(4, 3, padding="same", activation="relu", name="conv")(x)
     x = tf_keras.layers.GlobalAveragePooling2D(name="pool")(x)
     outputs = tf_keras.layers.Dense(4, activation="softmax", name="scores")(x)
     path = folder / "custom.keras"

@@ -184,6 +184,9 @@ def _check_string(value: str, key: str, custom: frozenset, unknown: list) -> Non
 def _label(node: dict) -> str:
     class_name = str(node.get("class_name"))[:60]
     inner = node.get("config")
+    if class_name in ("function", "__lambda__"):
+        named = inner if isinstance(inner, str) else "lambda"
+        return f"a Python function '{named[:60]}'" + (f" from {str(node.get('module'))[:60]}" if node.get("module") else "")
     name = inner.get("name") if isinstance(inner, dict) else None
     name = name if isinstance(name, str) else node.get("name")
     kind = "layer" if class_name in _LAYERS or class_name in _CODE_CLASSES or name else "object"
