@@ -145,6 +145,9 @@ def test_config_allow_list():
         with pytest.raises(EdgeclsError, match="refused") as caught:
             check_keras_config(config, "m")
         assert needle in str(caught.value) and "\n" not in str(caught.value), (needle, str(caught.value))
+    with pytest.raises(EdgeclsError) as caught:
+        check_keras_config(layer("Evil\n\x1b[31mLayer\u202e"), "m")
+    assert "\n" not in str(caught.value) and "\x1b" not in str(caught.value) and "\u202e" not in str(caught.value)
     check_keras_config(layer("MyLayer", module="evil", registered_name="my>MyLayer"), "m", custom={"MyLayer"})
     with pytest.raises(EdgeclsError, match="nests deeper"):
         deep: dict = {"class_name": "Dense", "config": {}}

@@ -123,10 +123,10 @@ def check_keras_config(config: Any, path: Path | str, custom: Iterable[str] = ()
                         code.append(f"a 'function' entry in {_label(node)}")
                     continue
                 if child_key == "fn" and not (isinstance(value, str) and (value in _METRIC_FUNCTIONS or value in custom)):
-                    code.append(f"a metric function {str(value)[:40]!r}")
+                    code.append(f"a metric function '{_shown(value, 40)}'")
                     continue
                 if child_key == "type_spec" and value not in _TYPE_SPECS:
-                    unknown.append(f"type spec {str(value)[:40]!r}")
+                    unknown.append(f"type spec '{_shown(value, 40)}'")
                     continue
                 stack.append((value, str(child_key), depth + 1))
         elif isinstance(node, list):
@@ -134,10 +134,12 @@ def check_keras_config(config: Any, path: Path | str, custom: Iterable[str] = ()
         elif isinstance(node, str):
             _check_string(node, key, custom, unknown)
     if code:
-        raise EdgeclsError(f"{path}: refused: {_listed(code)} holds Python code, which edgecls never loads; rebuild the model with standard layers")
+        holds = "holds" if len(set(code)) == 1 else "hold"
+        raise EdgeclsError(f"{path}: refused: {_listed(code)} {holds} Python code, which edgecls never loads; rebuild the model with standard layers")
     if unknown:
+        what = "is not a built-in Keras object" if len(set(unknown)) == 1 else "are not built-in Keras objects"
         raise EdgeclsError(
-            f"{path}: refused: {_listed(unknown)} not a built-in Keras object edgecls loads; if it is your own code, "
+            f"{path}: refused: {_listed(unknown)} {what} edgecls loads; if it is your own code, "
             "pass it with --custom-objects FILE.py (custom_objects= in Python), which imports and runs that file"
         )
 
@@ -145,7 +147,7 @@ def check_keras_config(config: Any, path: Path | str, custom: Iterable[str] = ()
 def _check_object(node: dict, custom: frozenset, code: list, unknown: list) -> None:
     class_name = node.get("class_name")
     if not isinstance(class_name, str):
-        unknown.append(f"a class name {json.dumps(class_name)[:40]}")
+        unknown.append(f"a class name {_shown(json.dumps(class_name), 40)}")
         return
     if _custom_entry(node, custom):
         return
@@ -153,11 +155,11 @@ def _check_object(node: dict, custom: frozenset, code: list, unknown: list) -> N
     if class_name in _CODE_CLASSES or str(registered).endswith(">Lambda"):
         code.append(_label(node))
     elif class_name not in ALLOWED_CLASSES:
-        unknown.append(_label(node) + (f" (from {module or registered})" if (module or registered) and module not in ("keras.layers",) else ""))
+        unknown.append(_label(node) + (f" (from {_shown(module or registered)})" if (module or registered) and module not in ("keras.layers",) else ""))
     elif module is not None and not (isinstance(module, str) and (module in ("keras", "tf_keras") or module.startswith(("keras.", "tf_keras.")))):
-        unknown.append(f"{_label(node)} from module {str(module)[:60]!r}")
+        unknown.append(f"{_label(node)} from module '{_shown(module)}'")
     elif registered not in (None, class_name):
-        unknown.append(f"{_label(node)} registered as {str(registered)[:60]!r}")
+        unknown.append(f"{_label(node)} registered as '{_shown(registered)}'")
 
 
 def _custom_entry(node: dict, custom: frozenset) -> bool:
@@ -172,25 +174,32 @@ def _custom_entry(node: dict, custom: frozenset) -> bool:
 def _check_string(value: str, key: str, custom: frozenset, unknown: list) -> None:
     text = value.strip()
     if text[:1] in ("{", "[") and "class_name" in text:
-        unknown.append(f"a configuration hidden in the string {key!r}")
+        unknown.append(f"a configuration hidden in the string '{_shown(key)}'")
         return
     if key.endswith("activation") and value not in ALLOWED_ACTIVATIONS and value not in custom:
-        unknown.append(f"activation {value[:40]!r}")
+        unknown.append(f"activation '{_shown(value, 40)}'")
     for suffix, names in _NAMED_OBJECTS.items():
         if key.endswith(suffix) and value not in names and value not in custom:
-            unknown.append(f"{key} {value[:40]!r}")
+            unknown.append(f"{_shown(key)} '{_shown(value, 40)}'")
 
 
 def _label(node: dict) -> str:
-    class_name = str(node.get("class_name"))[:60]
+    class_name = _shown(node.get("class_name"))
     inner = node.get("config")
     if class_name in ("function", "__lambda__"):
         named = inner if isinstance(inner, str) else "lambda"
-        return f"a Python function '{named[:60]}'" + (f" from {str(node.get('module'))[:60]}" if node.get("module") else "")
+        return f"a Python function '{_shown(named)}'" + (f" from {_shown(node.get('module'))}" if node.get("module") else "")
     name = inner.get("name") if isinstance(inner, dict) else None
     name = name if isinstance(name, str) else node.get("name")
     kind = "layer" if class_name in _LAYERS or class_name in _CODE_CLASSES or name else "object"
-    return f"{class_name} {kind} '{str(name)[:60]}'" if isinstance(name, str) else f"{class_name} {kind}"
+    return f"{class_name} {kind} '{_shown(name)}'" if isinstance(name, str) else f"{class_name} {kind}"
+
+
+def _shown(value: Any, limit: int = 60) -> str:
+    """A name from a model file, as one printable line: control and format characters escaped
+    (a hostile name must not break the one-line error, nor reach a terminal raw)."""
+    text = str(value)[:limit]
+    return "".join(ch if ch.isprintable() else ch.encode("unicode_escape").decode("ascii") for ch in text)
 
 
 def _listed(items: list[str]) -> str:
@@ -366,8 +375,8 @@ def _check_meta_graph(meta_graph, path: Path) -> None:
             if node.op not in allowed:
                 refused.setdefault(node.op, set()).add(name)
     if refused:
-        ops = sorted(refused)
-        where = sorted({place for op in ops for place in refused[op]})
+        ops = [_shown(op) for op in sorted(refused)]
+        where = sorted({_shown(place) for op in refused for place in refused[op]})
         raise EdgeclsError(
             f"{path}: refused: the SavedModel uses {', '.join(ops[:8])}{' and more' if len(ops) > 8 else ''} "
             f"(in {', '.join(where[:3])}{', ...' if len(where) > 3 else ''}), not among the side-effect-free ops "
@@ -417,8 +426,8 @@ def check_keras_metadata(path: Path, custom: Iterable[str] = ()) -> None:
         raise EdgeclsError(f"{path}: cannot load the SavedModel's Keras model (unreadable metadata: {first_line(exc)})") from None
     for node in metadata.nodes:
         if len(node.metadata) > MAX_CONFIG_BYTES:
-            raise EdgeclsError(f"{path.parent}: refused: Keras metadata node {node.node_path!r} holds {len(node.metadata) / 1024**2:.0f} MB")
-        check_keras_config(_parse_json(node.metadata, path.parent, f"Keras metadata of {node.node_path}"), path.parent, custom)
+            raise EdgeclsError(f"{path.parent}: refused: Keras metadata node '{_shown(node.node_path)}' holds {len(node.metadata) / 1024**2:.0f} MB")
+        check_keras_config(_parse_json(node.metadata, path.parent, f"Keras metadata of {_shown(node.node_path)}"), path.parent, custom)
 
 
 # -- the user's own code ----------------------------------------------------------------------------
