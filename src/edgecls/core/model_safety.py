@@ -43,7 +43,15 @@ MAX_ARCHIVE_MEMBERS = 10_000
 MAX_CONFIG_DEPTH = 200  # nesting of a config's JSON; Keras models nest a few levels per sub-model
 # A wall-clock limit on each call into an imported graph (a batch of parity images): a real
 # classifier answers a batch in seconds; a graph built to spin (a huge loop) is stopped here.
-MODEL_CALL_SECONDS = float(os.environ.get("EDGECLS_MODEL_CALL_SECONDS", "300"))
+def _call_seconds(default: float = 300.0) -> float:
+    try:
+        value = float(os.environ.get("EDGECLS_MODEL_CALL_SECONDS", default))
+    except ValueError:
+        return default
+    return value if 0 < value <= 86400 else default  # NaN, inf and nonsense fall back
+
+
+MODEL_CALL_SECONDS = _call_seconds()
 
 # -- Keras: the allow-list ----------------------------------------------------------------------
 _LAYERS = {
