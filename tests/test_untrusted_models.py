@@ -127,10 +127,12 @@ def test_config_allow_list():
     check_keras_config(layer("Conv2D", module="keras.layers", config={"activation": "relu", "kernel_initializer": "glorot_uniform"}), "m")
     check_keras_config(layer("Dense", config={"kernel_initializer": {"class_name": "HeNormal", "config": {"seed": 1}, "module": "keras.initializers"}}), "m")
     check_keras_config({"compile_config": {"loss": {"class_name": "function", "config": "evil"}}, **layer("Dense")}, "m")  # never deserialised
+    check_keras_config(layer("LayerScale", module="keras.src.applications.convnext", config={"init_values": 1e-6, "projection_dim": 8}), "m")
     hostile_configs = {
         "Lambda layer 'x'": layer("Lambda"),
         "SlicingOpLambda layer 'x'": layer("SlicingOpLambda"),
         "MyLayer layer 'x' (from evil)": layer("MyLayer", module="evil"),
+        "LayerScale layer 'x' (from evil)": layer("LayerScale", module="evil"),
         "from module 'os'": layer("Dense", module="os"),
         "registered as 'Custom>Dense'": layer("Dense", registered_name="Custom>Dense"),
         "a 'function' entry": layer("Dense", config={"function": "os.system"}),
@@ -193,6 +195,44 @@ def test_file_writing_ops_in_serving_are_refused(op, tf_modules, patterns, tmp_p
     os.rename(written, tmp_path / "was-written")
     refused(convert_args(model, patterns, tmp_path / "out"), op)
     assert not written.exists()
+
+
+def meta_graph(functions: dict[str, list[tuple[str, str | None]]], graph: list[tuple[str, str, str | None]], saver=("", "")):
+    """A MetaGraphDef: functions {name: [(op, called function)]}, graph nodes [(name, op, called)]."""
+    from tensorflow.core.protobuf import meta_graph_pb2
+
+    meta = meta_graph_pb2.MetaGraphDef()
+    for name, nodes in functions.items():
+        function = meta.graph_def.library.function.add()
+        function.signature.name = name
+        for i, (op, called) in enumerate(nodes):
+            node = function.node_def.add(name=f"n{i}", op=op)
+            if called:
+                node.attr["f"].func.name = called
+    for name, op, called in graph:
+        node = meta.graph_def.node.add(name=name, op=op)
+        if called:
+            node.attr["f"].func.name = called
+    meta.saver_def.save_tensor_name, meta.saver_def.restore_op_name = saver
+    return meta
+
+
+def test_checkpoint_ops_only_in_the_savers_own_functions(tf_modules):
+    from edgecls.core.model_safety import _check_meta_graph
+
+    functions = {"serve": [("MatMul", None)], "traced_save": [("SaveV2", None), ("MergeV2Checkpoints", None)],
+                 "traced_restore": [("RestoreV2", None)]}  # fmt: skip
+    graph = [("call", "StatefulPartitionedCall", "serve"), ("save", "StatefulPartitionedCall", "traced_save"),
+             ("restore", "StatefulPartitionedCall", "traced_restore")]  # fmt: skip
+    _check_meta_graph(meta_graph(functions, graph, ("save:0", "restore")), Path("m"))
+    with pytest.raises(EdgeclsError, match="RestoreV2, SaveV2"):  # no saver_def: nothing is the checkpoint's
+        _check_meta_graph(meta_graph(functions, graph), Path("m"))
+    functions["serve"].append(("StatefulPartitionedCall", "traced_save"))  # serving reaches the writer
+    with pytest.raises(EdgeclsError, match="uses MergeV2Checkpoints, SaveV2 .in traced_save"):
+        _check_meta_graph(meta_graph(functions, graph, ("save:0", "restore")), Path("m"))
+    recursive = {"serve": [("PartitionedCall", "helper")], "helper": [("If", "serve")]}
+    with pytest.raises(EdgeclsError, match="calls itself"):
+        _check_meta_graph(meta_graph(recursive, [("call", "PartitionedCall", "serve")]), Path("m"))
 
 
 def test_endless_loop_is_refused_not_run(tf_modules, patterns, tmp_path):

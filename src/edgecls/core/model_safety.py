@@ -75,6 +75,9 @@ _LAYERS = {
     "RandomBrightness", "RandomHeight", "RandomWidth",
 }  # fmt: skip
 _MODELS = {"Functional", "Sequential", "Model"}
+# Layers Keras' own applications define in their modules (ConvNeXt), accepted from there only.
+_APPLICATION_LAYERS = {"LayerScale", "StochasticDepth"}
+_APPLICATION_MODULES = ("keras.src.applications.", "keras.applications.", "tf_keras.src.applications.")
 _INITIALIZERS = {
     "Zeros", "Ones", "Constant", "RandomNormal", "RandomUniform", "TruncatedNormal", "VarianceScaling",
     "GlorotUniform", "GlorotNormal", "HeUniform", "HeNormal", "LecunUniform", "LecunNormal", "Orthogonal", "Identity",
@@ -162,6 +165,8 @@ def _check_object(node: dict, custom: frozenset, code: list, unknown: list) -> N
     module, registered = node.get("module"), node.get("registered_name")
     if class_name in _CODE_CLASSES or str(registered).endswith(">Lambda"):
         code.append(_label(node))
+    elif class_name in _APPLICATION_LAYERS and isinstance(module, str) and module.startswith(_APPLICATION_MODULES):
+        return
     elif class_name not in ALLOWED_CLASSES:
         unknown.append(_label(node) + (f" (from {_shown(module or registered)})" if (module or registered) and module not in ("keras.layers",) else ""))
     elif module is not None and not (isinstance(module, str) and (module in ("keras", "tf_keras") or module.startswith(("keras.", "tf_keras.")))):
@@ -372,6 +377,9 @@ def _check_meta_graph(meta_graph, path: Path) -> None:
         elif kind == "bare_concrete_function":
             roots.add(obj.bare_concrete_function.concrete_function_name)
     held = _closure(roots, functions)  # everything loading or serving may run
+    cycle = _calls_itself(functions)
+    if cycle:
+        raise EdgeclsError(f"{path}: refused: the SavedModel's function '{_shown(cycle)}' calls itself (a recursion can be built never to end)")
     refused: dict[str, set[str]] = {}
     for node in graph.node:
         allowed = SAFE_OPS | (CHECKPOINT_OPS if node.name in saver_nodes else set())
@@ -399,6 +407,31 @@ def _called(node) -> Iterable[str]:
             yield value.func.name
         for function in value.list.func:
             yield function.name
+
+
+def _calls_itself(functions: Mapping) -> str | None:
+    """A function that reaches itself through calls, if any (depth-first, without recursion)."""
+    calls = {name: {called for node in function.node_def for called in _called(node) if called in functions}
+             for name, function in functions.items()}  # fmt: skip
+    done: set[str] = set()
+    for start in calls:
+        if start in done:
+            continue
+        on_path = {start}
+        stack = [(start, iter(calls[start]))]
+        while stack:
+            name, pending = stack[-1]
+            callee = next(pending, None)
+            if callee is None:
+                stack.pop()
+                on_path.discard(name)
+                done.add(name)
+            elif callee in on_path:
+                return callee
+            elif callee not in done:
+                on_path.add(callee)
+                stack.append((callee, iter(calls[callee])))
+    return None
 
 
 def _closure(names: set[str], functions: Mapping) -> set[str]:
