@@ -104,6 +104,8 @@ def test_json_escaped_lambda_in_keras_metadata_is_refused(tf_modules, patterns, 
 
 
 def test_custom_layers_are_refused_by_name_unless_the_user_passes_their_code(tf_modules, patterns, tmp_path):
+    import edgecls
+
     marker = tmp_path / "imported"
     model, source = hostile.custom_layer_keras(tmp_path, marker)
     (tmp_path / "labels.json").write_text(json.dumps(sorted(p.name for p in patterns.iterdir())))
@@ -116,6 +118,10 @@ def test_custom_layers_are_refused_by_name_unless_the_user_passes_their_code(tf_
     assert result.exit_code == 0, result.output
     assert marker.exists()  # the user's file ran, as the option says
     assert json.loads((tmp_path / "eval" / "metrics.json").read_text())["all"]["images"] == 24
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # no --split, no --input-range: said, and not the point here
+        converted = edgecls.convert_classifier(model, data=patterns, output=tmp_path / "out", modes="float32", custom_objects=str(source))
+    assert (converted.output_dir / "model_float32.tflite").is_file()
 
 
 def test_config_allow_list():
