@@ -129,7 +129,9 @@ def convert_classifier(
     used); a Keras model object from a notebook, tf_keras or Keras 3, not saved first; or a
     model file: a Keras 3 or tf_keras `.keras`, an `.h5`, a SavedModel folder.
     `options`: a `ConvertOptions`; keyword arguments override its fields
-    (`modes=["float32", "qat"]`, `max_drop=0.5`, `input_range="-1-1"`, `force=True`, ...).
+    (`modes=["float32", "qat"]`, `max_drop=0.5`, `input_range="-1-1"`, `force=True`, ...);
+    `custom_objects="my_layers.py"` loads a model file's custom layers from that file, which runs
+    it (without it such a model is refused, naming them; docs/safety.md).
     `data`: the dataset a model object or file is measured on (a path or a `Dataset`; for a
     model object also a `DatasetSplit` from `split_dataset`, whose test side it was not trained
     on); for a run, where its dataset is now if it has moved. `labels`: a model's output order (a list, or

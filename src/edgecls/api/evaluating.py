@@ -71,6 +71,7 @@ def evaluate_classifier(
     data_format: str = "auto",
     force: bool = False,
     tta: bool = False,
+    custom_objects=None,
 ) -> EvaluationResult:
     """Evaluate a `.keras` or `.tflite` model (or a run folder or `TrainedRun`: its model.keras)
     on a dataset and write metrics.json, predictions.csv, plots and report.md; return what was written.
@@ -81,6 +82,8 @@ def evaluate_classifier(
     RUN/evaluate/<model>-<split>); one that holds an evaluation already needs `force=True`.
     `data_format`: the dataset's layout (`auto`, `ham10000`, `folders`, `hmnist`). `tta`: a
     `.tflite` model averaged over the image's four flips, as `Classifier.classify(tta=True)` runs it.
+    `custom_objects`: a Keras model's custom layers, a `.py` file or a mapping of name -> class;
+    this runs that code (without it a model with custom layers is refused, naming them).
     Progress goes to the `edgecls.evaluate` logger. Bad input raises `EdgeclsError`.
     """
     from edgecls.api.training import TrainedRun
@@ -90,5 +93,5 @@ def evaluate_classifier(
     if not isinstance(model, (str, os.PathLike)):
         raise EdgeclsError(f"evaluate_classifier takes a model file, a run folder or a TrainedRun, not a {type(model).__name__}")
     files = evaluate_model_file(Path(model), data=data, run_dir=run, split=split, output=output, data_format=data_format,
-                                force=force, tta=tta)  # fmt: skip
+                                force=force, tta=tta, custom_objects=custom_objects)  # fmt: skip
     return EvaluationResult(files)

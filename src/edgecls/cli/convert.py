@@ -75,6 +75,10 @@ def convert(
     group: Optional[str] = typer.Option(
         None, "--group", help="A class group reported as one, e.g. malignant=mel,bcc,akiec (default: the dataset's malignant classes, when edgecls knows them)."
     ),
+    custom_objects: Optional[Path] = typer.Option(
+        None, "--custom-objects", help="A .py file defining a model file's custom layers. This runs that code: pass only your own, or code you trust.",
+        show_default=False,
+    ),
     target_sensitivity: float = typer.Option(
         0.90, "--target-sensitivity", help="The group's operating point: the most specific threshold that flags at least this share of its validation images."
     ),
@@ -101,6 +105,7 @@ def convert(
         input_range=input_range,
         groups=_parse_group(group) if group else None,
         target_sensitivity=target_sensitivity,
+        custom_objects=str(custom_objects) if custom_objects is not None else None,
     )
     with quiet_native_stderr():
         result = convert_classifier(source, options, data=data, labels=labels, output=output, data_format=data_format,

@@ -110,13 +110,17 @@ def evaluate(
     data_format: DataFormat = typer.Option(DataFormat.auto, "--format", help="Dataset layout; auto detects it."),
     force: bool = typer.Option(False, "--force", help="Replace an earlier report in the output folder."),
     tta: bool = typer.Option(False, "--tta", help="A .tflite model averaged over flips, as `classify --tta` runs it (4x the invokes)."),
+    custom_objects: Optional[Path] = typer.Option(
+        None, "--custom-objects", help="A .py file defining a .keras model's custom layers. This runs that code: pass only your own, or code you trust.",
+        show_default=False,
+    ),
 ) -> None:
     """Evaluate a Keras or TFLite model on a dataset: metrics.json (with calibration error, accuracy
     against coverage, malignant-vs-benign sensitivity and specificity), plots, report.md."""
     from edgecls import evaluate_classifier
 
     result = evaluate_classifier(model, data, run=run, split=split.value if split else None, output=output,
-                                 data_format=data_format.value, force=force, tta=tta)  # fmt: skip
+                                 data_format=data_format.value, force=force, tta=tta, custom_objects=custom_objects)  # fmt: skip
     typer.echo(f"wrote {len(result.files)} files to {result.output_dir}: " + ", ".join(p.name for p in result.files))
 
 

@@ -228,7 +228,7 @@ def convert_model_file(model_path: str | Path, data: str | Path, options: Conver
     name = model_path.stem if model_path.suffix == ".keras" else model_path.name.replace(".", "_")
     output_dir = Path(output_dir) if output_dir is not None else model_path.parent / f"{name}_{CONVERT_DIR}"
     check_output_dir(output_dir, options.force)  # before minutes of loading and splitting
-    model = load_user_model(model_path, options.input_range)
+    model = load_user_model(model_path, options.input_range, options.custom_objects)
     dataset = load_dataset(data, data_format)
     if split_path is not None:
         split = load_split(split_path, dataset)

@@ -1,5 +1,5 @@
 """The Keras side of a conversion: check a model follows the conventions (DESIGN.md), and make
-a float32 copy when it was trained under mixed precision. Loading users' files: keras_import.py."""
+a float32 copy when it was trained under mixed precision. Loading users' files: keras_import/."""
 
 from __future__ import annotations
 

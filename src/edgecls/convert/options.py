@@ -80,7 +80,8 @@ class ConvertOptions:
     detect, else 0-1). `groups`: class groups reported as one, {"malignant": ["mel", ...]}
     (None: the dataset's malignant group when edgecls knows it). `target_sensitivity`: the
     group's operating point, the most specific threshold that flags at least this share of its
-    validation images.
+    validation images. `custom_objects`: a `.py` file with a model file's custom layers,
+    imported to load them (which runs it).
     """
 
     modes: tuple[str, ...] = DEFAULT_MODES
@@ -109,6 +110,9 @@ class ConvertOptions:
     # The operating point: the most specific group probability that flags at least this share of the
     # group's validation images.
     target_sensitivity: float = 0.90
+    # A model file's custom layers: the user's own `.py` file, imported (so run) to load them;
+    # None: a model with custom layers is refused, naming them (docs/safety.md).
+    custom_objects: str | None = None
 
     def __post_init__(self) -> None:
         self.modes = parse_modes(self.modes)
@@ -134,6 +138,8 @@ class ConvertOptions:
             raise EdgeclsError(f"calibration_size (--calibration-size) must be 1 or more, got {self.calibration_size}")
         if not math.isfinite(self.max_drop):
             raise EdgeclsError(f"max_drop (--max-drop) must be a number of accuracy points, got {self.max_drop}")
+        if self.custom_objects is not None:
+            self.custom_objects = str(self.custom_objects)
         if self.threads is not None and self.threads < 1:
             raise EdgeclsError(f"threads (--threads) must be 1 or more, got {self.threads}")
 

@@ -49,30 +49,30 @@ def read_json(path: Path, what: str) -> Any:
         raise EdgeclsError(f"{path}: cannot read {what} ({exc})") from None
 
 
-def load_keras_model(path: str | Path):
-    """A saved `.keras` model, safe mode (no arbitrary code), uncompiled: for inference/convert."""
+def load_keras_model(path: str | Path, custom_objects=None):
+    """A saved `.keras` model, uncompiled, for inference/convert: its config checked against
+    edgecls' allow-list (`edgecls.core.model_safety`) before Keras reads it, then loaded in safe
+    mode. `custom_objects`: the user's code for custom layers (a `.py` file, which is imported
+    and so runs, or a mapping of name -> class); without it custom layers are refused by name."""
+    from edgecls.core.model_safety import check_keras_config, load_custom_objects, read_keras_archive
     from edgecls.core.tf_env import import_tf
 
     path = Path(path)
     if not path.is_file():
         raise EdgeclsError(f"{path}: no such model file")
-    check_layer_graph(_zipped_config(path), path)
+    custom = load_custom_objects(custom_objects)
+    config, _ = read_keras_archive(path)
+    if not isinstance(config, dict):
+        raise EdgeclsError(f"{path}: cannot load Keras model (no config.json: not a whole saved model)")
+    check_keras_config(config, path, custom)
+    check_layer_graph(config, path)
     _, keras = import_tf()
     try:
-        return keras.models.load_model(path, compile=False, safe_mode=True)
+        return keras.models.load_model(path, custom_objects=custom or None, compile=False, safe_mode=True)
+    except MemoryError:
+        raise EdgeclsError(f"{path}: cannot load Keras model (out of memory)") from None
     except Exception as exc:  # zip, JSON, h5 and deserialisation errors all mean "not a usable model"
         raise EdgeclsError(f"{path}: cannot load Keras model ({first_line(exc)})") from None
-
-
-def _zipped_config(path: Path) -> Any:
-    """config.json of a `.keras` zip, or None where there is none to read (Keras then says why)."""
-    import zipfile
-
-    try:
-        with zipfile.ZipFile(path) as archive:
-            return json.loads(archive.read("config.json"))
-    except (OSError, ValueError, KeyError, RuntimeError, zipfile.BadZipFile):
-        return None
 
 
 def save_keras_model(model, path: str | Path) -> Path:

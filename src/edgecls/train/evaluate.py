@@ -65,9 +65,10 @@ def evaluate_run(run, splits: Sequence[str] = ("val", "test"), output_dir=None) 
 
 
 def evaluate_model_file(model, data=None, run_dir=None, split: str | None = None, output=None, data_format: str = "auto",
-                        force: bool = False, tta: bool = False) -> list:  # fmt: skip
+                        force: bool = False, tta: bool = False, custom_objects=None) -> list:  # fmt: skip
     """`edgecls evaluate`: a .keras or .tflite model (or a run folder) on a dataset's split or all of it.
-    `tta`: a .tflite model averaged over flips, as `edgecls classify --tta` runs it."""
+    `tta`: a .tflite model averaged over flips, as `edgecls classify --tta` runs it. `custom_objects`:
+    a .keras model's custom layers, a `.py` file (imported: it runs) or a mapping of name -> class."""
     model = Path(model)
     if runs.is_run_dir(model):
         run_dir, model = model, model / runs.MODEL_FILE
@@ -111,7 +112,7 @@ def evaluate_model_file(model, data=None, run_dir=None, split: str | None = None
         if tta:
             raise EdgeclsError("--tta evaluates a .tflite file as the device runs it; convert the Keras model first")
         groups, operating_point = None, None
-        keras_model = runs.load_keras_model(model)
+        keras_model = runs.load_keras_model(model, custom_objects)
         labels = _keras_labels(model, run, dataset, keras_model.output_shape[-1])
         size, kind, predict = tuple(keras_model.input_shape[1:3]), "Keras", keras_predictor(keras_model)
 
