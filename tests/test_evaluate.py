@@ -124,3 +124,21 @@ def test_missing_model_and_wrong_kind(colour_data, tmp_path):
 
 def test_colour_classes_cover_the_tiny_models_labels():
     assert sorted(COLOURS) == sorted(LABELS)
+
+
+def test_gradcam_without_a_gradient_path_is_one_line_error():
+    """A feature map the output does not depend on differentiably (here a stop_gradient after it)
+    gives Grad-CAM nothing to weight: a one-line EdgeclsError, which the report turns into a note."""
+    from edgecls.core.tf_env import import_tf
+    from edgecls.errors import EdgeclsError
+    from edgecls.train.gradcam import gradcam_heatmaps
+
+    tf, keras = import_tf()
+    inputs = keras.Input((8, 8, 3))
+    features = keras.layers.Conv2D(2, 3, padding="same", name="conv")(inputs)
+    cut = keras.layers.Lambda(tf.stop_gradient)(features)
+    outputs = keras.layers.Dense(2, activation="softmax")(keras.layers.GlobalAveragePooling2D()(cut))
+    model = keras.Model(inputs, outputs)
+    images = np.zeros((2, 8, 8, 3), np.uint8)
+    with pytest.raises(EdgeclsError, match="no gradient"):
+        gradcam_heatmaps(model, images, np.array([0, 1]), layer=model.get_layer("conv"))

@@ -39,6 +39,10 @@ def gradcam_heatmaps(model, images: np.ndarray, class_indices: np.ndarray, layer
         chosen = tf.gather(tf.cast(probabilities, tf.float32), class_indices.astype(np.int32), batch_dims=1)
         score = tf.math.log(chosen + 1e-7)
     gradients = tape.gradient(score, features)
+    if gradients is None:
+        # A layer between the feature map and the output that TensorFlow cannot differentiate
+        # (an integer cast, a custom layer): there is nothing to weight the channels with.
+        raise EdgeclsError(f"model {model.name}: no gradient from the output to layer {layer.name} for Grad-CAM")
     channel_weights = tf.reduce_mean(gradients, axis=(1, 2), keepdims=True)
     cam = tf.nn.relu(tf.reduce_sum(features * channel_weights, axis=-1, keepdims=True))
     cam = tf.image.resize(cam, images.shape[1:3], method="bilinear")[..., 0].numpy()

@@ -9,6 +9,7 @@ import numpy as np
 import pandas as pd
 
 from edgecls.core.metrics import SplitResult
+from edgecls.errors import EdgeclsError
 from edgecls.files import write_json_atomic, write_text_atomic
 from edgecls.train import plots
 
@@ -51,11 +52,15 @@ def write_report(
         figures.append((f"Reliability diagram, {r.name} (ECE {r.metrics['calibration']['ece']:.3f}; points: images per bin)",
                         plots.plot_reliability({r.name: r.metrics["calibration"]["reliability"]},
                                                plot_dir / f"reliability_{r.name}.png", f"{title}: {r.name}")))  # fmt: skip
+    notes = []
     if keras_model is not None and dataset is not None and image_size is not None and _has_feature_map(keras_model):
-        path = _gradcam(keras_model, dataset, results[-1], image_size, plot_dir / f"gradcam_{results[-1].name}.png")
-        figures.append((f"Grad-CAM, {results[-1].name} (mistakes first)", path))
+        try:
+            path = _gradcam(keras_model, dataset, results[-1], image_size, plot_dir / f"gradcam_{results[-1].name}.png")
+            figures.append((f"Grad-CAM, {results[-1].name} (mistakes first)", path))
+        except EdgeclsError as exc:
+            notes.append(f"No Grad-CAM overlays: {exc}.")
     written += [path for _, path in figures]
-    notes = [] if keras_model is not None else [
+    notes += [] if keras_model is not None else [
         "No Grad-CAM overlays: they need the model's gradients, which a .tflite file does not have; "
         "`edgecls evaluate` on the Keras model (a run folder's model.keras) draws them."]  # fmt: skip
     written.append(write_text_atomic(output_dir / "report.md", _markdown(title, facts, results, figures, output_dir, notes)))
