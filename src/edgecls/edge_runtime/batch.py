@@ -13,6 +13,7 @@ from typing import Iterable, Iterator, Sequence
 
 import numpy as np
 
+from edgecls.edge_runtime import watchdog as _watchdog
 from edgecls.edge_runtime.classifier import Prediction, TFLiteClassifier, flips
 from edgecls.edge_runtime.preprocess import IMAGE_SUFFIXES, ImageError, load_image, shown_path
 from edgecls.errors import EdgeclsError, first_line
@@ -226,7 +227,7 @@ class BatchRunner:
         if not model:
             raise EdgeclsError("the model's bytes are not at hand")
         self.size = size
-        self.interpreter, _ = make_interpreter(bytes(model), num_threads)
+        self.interpreter, _ = make_interpreter(bytes(model), num_threads, classifier.allow_control_flow)
         self.input_index = classifier.input_details["index"]
         try:
             self.interpreter.resize_tensor_input(self.input_index, [size, *classifier.input_shape[1:]])
@@ -246,12 +247,18 @@ class BatchRunner:
 
     def run(self) -> np.ndarray:
         """Invoke on the whole buffer; the raw output rows (slots beyond those filled are stale)."""
+        watchdog = _watchdog.active  # the CLI's time bound on each invoke, if any
         try:
             self.interpreter.set_tensor(self.input_index, self.buffer)
+            if watchdog is not None:
+                watchdog.arm(f"a batch of {self.size}")
             self.interpreter.invoke()
             return self.interpreter.get_tensor(self.output_index)
         except (RuntimeError, ValueError) as exc:
             raise EdgeclsError(f"the interpreter cannot run this model ({first_line(exc)})") from None
+        finally:
+            if watchdog is not None:
+                watchdog.disarm()
 
 
 def classify_paths(

@@ -20,6 +20,7 @@ import numpy as np
 from PIL import Image, ImageOps
 
 from edgecls.errors import EdgeclsError, first_line
+from edgecls.text import printable
 
 # Bilinear, like Keras' image_dataset_from_directory default; chosen once, used everywhere.
 RESAMPLE = Image.Resampling.BILINEAR
@@ -232,12 +233,9 @@ def _to_uint8(array: np.ndarray) -> np.ndarray:
     return np.clip(array, 0, 255).astype(np.uint8)
 
 
-_CONTROL_ESCAPES = {c: f"\\x{c:02x}" for c in (*range(0x20), 0x7F)}
-
-
 def shown_path(path: str | os.PathLike) -> str:
     """A path as one printable line, for results and error messages."""
     # Non-UTF-8 file names still print: undecodable bytes become escapes, not a UnicodeEncodeError.
-    # Control characters (a newline in a file name) are escaped too: one report stays one line.
-    text = os.fsdecode(path).encode("utf-8", "backslashreplace").decode("utf-8")
-    return text.translate(_CONTROL_ESCAPES) if not text.isprintable() else text
+    # Control, bidi and other invisible characters are escaped too (edgecls.text.printable): one
+    # report stays one line, and a file name cannot recolour the terminal or reorder the line.
+    return printable(os.fsdecode(path))
