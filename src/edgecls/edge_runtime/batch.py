@@ -15,7 +15,7 @@ import numpy as np
 
 from edgecls.edge_runtime import watchdog as _watchdog
 from edgecls.edge_runtime.classifier import Prediction, TFLiteClassifier, flips
-from edgecls.edge_runtime.preprocess import IMAGE_SUFFIXES, ImageError, load_image, shown_path
+from edgecls.edge_runtime.preprocess import IMAGE_SUFFIXES, UNSUPPORTED_IMAGE_SUFFIXES, ImageError, load_image, shown_path
 from edgecls.errors import EdgeclsError, first_line
 
 
@@ -44,32 +44,51 @@ class ImageResult:
         return record
 
 
+class SkippedPath(type(Path())):
+    """A file a folder walk found but that is not decoded (an unsupported image format): it gets a
+    result with `error` set, in path order, without being opened. `reason` says why."""
+
+    reason = "unsupported format"
+
+
 def collect_images(inputs: Iterable[str | os.PathLike]) -> list[Path]:
     """Expand files and folders (recursively, sorted) into image paths.
 
     A named file is kept whatever its suffix (the decoder will judge it); inside folders only
-    image suffixes count. Symlinked folders are not followed, so a link loop cannot hang a run.
+    image suffixes count, and files in image formats edgecls does not read (.heic, .avif...) are
+    kept as `SkippedPath`s, so each gets a "skipped (unsupported format)" result instead of
+    vanishing. Symlinked folders are not followed, so a link loop cannot hang a run. Special
+    files (FIFOs, devices, links to them or to /proc) are refused by `load_image` before it
+    opens anything.
     """
     paths: list[Path] = []
     for item in inputs:
         path = Path(item)
         if path.is_dir():
             # Strings, not Path objects, until the end: a third of the time on a 1,000-photo folder.
-            found = [
-                os.path.join(root, name)
-                for root, dirs, files in os.walk(path, onerror=_unreadable_folder)
-                for name in files
-                if not name.startswith(".") and os.path.splitext(name)[1].lower() in IMAGE_SUFFIXES
-            ]
-            if not found:
-                raise EdgeclsError(f"{path}: folder holds no images ({', '.join(sorted(IMAGE_SUFFIXES))})")
+            found = []
+            for root, dirs, files in os.walk(path, onerror=_unreadable_folder):
+                for name in files:
+                    if name.startswith("."):
+                        continue
+                    suffix = os.path.splitext(name)[1].lower()
+                    if suffix in IMAGE_SUFFIXES:
+                        found.append(os.path.join(root, name))
+                    elif suffix in UNSUPPORTED_IMAGE_SUFFIXES:
+                        found.append(_Skipped(os.path.join(root, name)))
+            if not any(type(f) is str for f in found):
+                raise EdgeclsError(f"{shown_path(path)}: folder holds no images ({', '.join(sorted(IMAGE_SUFFIXES))})")
             found.sort(key=_path_parts)  # the order of sorted(Path, ...): part by part
-            paths.extend(map(Path, found))
+            paths.extend(Path(f) if type(f) is str else SkippedPath(f) for f in found)
         elif path.exists() or path.is_symlink():
             paths.append(path)
         else:
-            raise EdgeclsError(f"{path}: no such file or folder")
+            raise EdgeclsError(f"{shown_path(path)}: no such file or folder")
     return paths
+
+
+class _Skipped(str):
+    """A folder walk's path string for a SkippedPath (sorted with the others)."""
 
 
 def _unreadable_folder(exc: OSError) -> None:
@@ -204,6 +223,8 @@ class _HelperFailure:
 
 
 def _decode(path: Path, size: tuple[int, int], channels: int) -> np.ndarray | ImageError:
+    if type(path) is SkippedPath:
+        return ImageError(f"{shown_path(path)}: {path.reason} ({path.suffix.lower()}), not read")
     try:
         return load_image(path, size, channels)
     except ImageError as exc:

@@ -40,6 +40,7 @@ class BenchSettings:
     workers: int | None = None  # decode threads for the end-to-end pass
     seed: int = 0
     tta: bool = False  # also time flip-averaging (classify --tta: 4 invokes per image)
+    allow_control_flow: bool = False  # run files with WHILE/IF/CALL_ONCE (ops.check_operators)
 
     def __post_init__(self) -> None:
         if self.warmup < 0:
@@ -256,7 +257,8 @@ def run_bench(
         raise EdgeclsError("give at least one model")
     # Load every model once up front, so a bad path fails in a second, not after minutes.
     first_threads = settings.threads[0]
-    loaded: list[TFLiteClassifier | None] = [TFLiteClassifier(p, num_threads=first_threads) for p in model_paths]
+    loaded: list[TFLiteClassifier | None] = [TFLiteClassifier(p, num_threads=first_threads, allow_control_flow=settings.allow_control_flow)
+                                                 for p in model_paths]
     names: set[str] = set()
     models: list[ModelResult] = []
     for path, classifier in zip(model_paths, loaded):
@@ -280,7 +282,7 @@ def run_bench(
             if classifier is None:
                 with warnings.catch_warnings():  # "no metadata" was said when it first loaded
                     warnings.simplefilter("ignore")
-                    classifier = TFLiteClassifier(path, num_threads=threads)
+                    classifier = TFLiteClassifier(path, num_threads=threads, allow_control_flow=settings.allow_control_flow)
             classifiers.append(classifier)
         if on_progress:
             on_progress(f"{len(models)} model{'s' if len(models) > 1 else ''}, in turn: {threads} thread{'s' if threads > 1 else ''}")
