@@ -39,7 +39,11 @@ CLASSIFIER_OPS: dict[int, str] = {
     95: "FLOOR_MOD", 97: "RESIZE_NEAREST_NEIGHBOR", 98: "LEAKY_RELU", 99: "SQUARED_DIFFERENCE", 100: "MIRROR_PAD",
     101: "ABS", 102: "SPLIT_V", 107: "GATHER_ND", 108: "COS", 111: "ELU", 114: "QUANTIZE", 116: "ROUND",
     117: "HARD_SWISH", 123: "SELECT_V2", 126: "BATCH_MATMUL", 130: "BROADCAST_TO", 132: "CONV_3D", 150: "GELU",
-    152: "RELU_0_TO_1", 158: "SIGN",
+    152: "RELU_0_TO_1", 158: "SIGN", 145: "BROADCAST_ARGS",
+    # Recurrent layers (edgecls's cnn-lstm baseline): fused kernels over a fixed number of
+    # steps, the sequence length being a tensor dimension, not a loop condition.
+    16: "LSTM", 35: "UNIDIRECTIONAL_SEQUENCE_RNN", 44: "UNIDIRECTIONAL_SEQUENCE_LSTM", 46: "BIDIRECTIONAL_SEQUENCE_RNN",
+    52: "BIDIRECTIONAL_SEQUENCE_LSTM",
 }  # fmt: skip
 # Control flow: subgraphs run in loops or branches. A WHILE whose condition never turns false
 # hangs the invoke; no classifier edgecls makes or imports has one.
