@@ -116,13 +116,13 @@ class Classifier:
         result in memory), whose `len()` is the number of images found. Inputs that do not
         exist, or folders with no images, raise `EdgeclsError` before anything is classified.
         """
-        from edgecls.edge_runtime.batch import classify_paths, collect_images
+        from edgecls.edge_runtime.batch import PredictionOptions, classify_paths, collect_images
 
+        options = PredictionOptions(top_k, tta, min_confidence)
         if isinstance(inputs, (str, os.PathLike)):
             inputs = [inputs]
         paths = collect_images(inputs)
-        results = classify_paths(self.runtime, paths, top_k=top_k, workers=workers, threads=self.threads, tta=tta,
-                                 min_confidence=min_confidence)  # fmt: skip
+        results = classify_paths(self.runtime, paths, options, workers=workers, threads=self.threads)
         return ImageStream(results, len(paths)) if stream else list(results)
 
     def _classify_many(self, images: Sequence, top_k: int, tta: bool, min_confidence: float) -> list[Prediction]:

@@ -36,14 +36,8 @@ def progress(total: int, description: str) -> Iterator[Callable[[], None]]:
         yield lambda: bar.advance(task)
 
 
-# A model with class groups adds `<group>_probability` and `flag` before latency_ms: the columns
-# are those of the first record (one model, so every record has the same keys).
-CSV_FIELDS = ["path", "label", "probability", "top_k", "latency_ms"]
-
-
-def _csv_row(record: dict) -> dict:
-    top = ";".join(f"{t['label']}:{t['probability']:.6f}" for t in record["top_k"])
-    return record | {"top_k": top}
+def _csv_row(record: dict, fields) -> dict:
+    return {field.key: field.csv(record[field.key]) for field in fields}
 
 
 def _json_item(record: dict) -> str:
@@ -93,21 +87,24 @@ def record_stream(fmt: str, output: Path | None) -> Iterator[Callable[[object], 
 
 def _stream_to(file, fmt: str) -> Iterator[Callable[[object], None]]:
     if fmt == "csv":
-        writer = None
+        from edgecls.edge_runtime.records import BASE_KEYS, record_fields
+
+        writer, fields = None, []
         # On a terminal a label's escape sequences would act; in a file or a pipe they are data.
         shown = _printable_record if file.isatty() else (lambda record: record)
 
         def write_row(result) -> None:
-            nonlocal writer
-            record = shown(_csv_row(result.to_record()))
-            if writer is None:
-                writer = csv.DictWriter(file, fieldnames=list(record), lineterminator="\n")
+            nonlocal writer, fields
+            record = result.to_record()
+            if writer is None:  # the columns are the first record's (one model: every record's)
+                fields = record_fields(record)
+                writer = csv.DictWriter(file, fieldnames=[field.key for field in fields], lineterminator="\n")
                 writer.writeheader()
-            writer.writerow(record)
+            writer.writerow(shown(_csv_row(record, fields)))
 
         yield write_row
         if writer is None:
-            csv.DictWriter(file, fieldnames=CSV_FIELDS, lineterminator="\n").writeheader()
+            csv.DictWriter(file, fieldnames=BASE_KEYS, lineterminator="\n").writeheader()
         return
     count = 0
 
@@ -139,17 +136,14 @@ def text(value):
 def _print_table(records: list[dict]) -> None:
     from rich.table import Table
 
+    from edgecls.edge_runtime.records import record_fields
+
     table = Table(show_edge=False, header_style="bold")
-    groups = [key for key in records[0] if key.endswith("_probability")]
-    flagged = "flag" in records[0]
-    columns = [("image", "left"), ("label", "left"), ("prob.", "right"), ("top-k", "left")]
-    columns += [(text(f"p({key.removesuffix('_probability')})"), "right") for key in groups] + [("flag", "left")] * flagged
-    for column, justify in [*columns, ("ms", "right")]:
-        table.add_column(column, justify=justify, overflow="fold")
-    for r in records:
-        top = ", ".join(f"{t['label']} {t['probability']:.2f}" for t in r["top_k"][1:])
-        extra = [f"{r[key]:.3f}" for key in groups] + (["FLAG" if r["flag"] else "-"] if flagged else [])
-        table.add_row(text(r["path"]), text(r["label"]), f"{r['probability']:.3f}", text(top), *extra, f"{r['latency_ms']:.2f}")
+    fields = record_fields(records[0])
+    for field in fields:
+        table.add_column(text(field.header), justify="right" if field.right else "left", overflow="fold")
+    for record in records:
+        table.add_row(*(text(field.table(record[field.key])) for field in fields))
     console().print(table)
 
 

@@ -213,7 +213,7 @@ def time_end_to_end(classifier: TFLiteClassifier, paths: Sequence[Path], workers
                     tta: bool = False) -> dict:  # fmt: skip
     """Classify `paths` once through `batch.classify_paths` (decode, resize, invoke, top-k),
     between two decode-only passes over the same files with as many threads (the floor)."""
-    from edgecls.edge_runtime.batch import classify_paths, default_workers
+    from edgecls.edge_runtime.batch import PredictionOptions, classify_paths, default_workers
 
     workers = workers or default_workers()
     # Warm the interpreter and the file cache on a few images; that pass is not timed.
@@ -221,7 +221,7 @@ def time_end_to_end(classifier: TFLiteClassifier, paths: Sequence[Path], workers
         pass
     floor_s = decode_only(paths, classifier.input_size, workers, classifier.channels)
     start = time.perf_counter()
-    errors = sum(1 for result in classify_paths(classifier, list(paths), workers=workers, threads=threads, tta=tta) if result.error)
+    errors = sum(1 for result in classify_paths(classifier, list(paths), PredictionOptions(tta=tta), workers=workers, threads=threads) if result.error)
     elapsed = time.perf_counter() - start
     floor_s = (floor_s + decode_only(paths, classifier.input_size, workers, classifier.channels)) / 2
     images_per_s = len(paths) / elapsed if elapsed > 0 else None
