@@ -37,44 +37,13 @@ REAL_HEAVY = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "h
 
 
 def edge_cnn():
-    """The realistic model: the project's `edge-cnn` when the registry exists, else a stand-in."""
+    """The realistic model: the project's `edge-cnn` (random weights, seeded)."""
     from edgecls.core.tf_env import import_tf
+    from edgecls.train.models import create_model
 
     _, keras = import_tf()
     keras.utils.set_random_seed(0)
-    try:
-        from edgecls.train.models import create_model
-    except ImportError:
-        create_model = None
-    if create_model is not None:
-        return create_model("edge-cnn", input_shape=(*INPUT_SIZE, 3), num_classes=len(LABELS))
-    # TODO(issue 5): drop this stand-in once edgecls.train.models (edge-cnn) has landed.
-    return _standin_edge_cnn(keras)
-
-
-def _standin_edge_cnn(keras):
-    """A MobileNet-style depthwise-separable CNN, 94x94x3 -> 7 classes, ~0.2 M parameters."""
-    layers = keras.layers
-
-    def conv_bn(x, filters, kernel, stride):
-        x = layers.Conv2D(filters, kernel, strides=stride, padding="same", use_bias=False)(x)
-        x = layers.BatchNormalization()(x)
-        return layers.ReLU(6.0)(x)
-
-    def separable(x, filters, stride):
-        x = layers.DepthwiseConv2D(3, strides=stride, padding="same", use_bias=False)(x)
-        x = layers.BatchNormalization()(x)
-        x = layers.ReLU(6.0)(x)
-        return conv_bn(x, filters, 1, 1)
-
-    inputs = keras.Input((*INPUT_SIZE, 3))
-    x = conv_bn(inputs, 32, 3, 2)
-    for filters, stride in ((64, 1), (128, 2), (128, 1), (256, 2), (256, 1), (512, 2)):
-        x = separable(x, filters, stride)
-    x = layers.GlobalAveragePooling2D()(x)
-    x = layers.Dropout(0.2)(x)
-    outputs = layers.Dense(len(LABELS), activation="softmax", dtype="float32")(x)
-    return keras.Model(inputs, outputs, name="edge_cnn_standin")
+    return create_model("edge-cnn", input_shape=(*INPUT_SIZE, 3), num_classes=len(LABELS))
 
 
 def convert(model, mode: str, samples: int = 32, seed: int = 0) -> bytes:

@@ -312,7 +312,7 @@ def _require_mediapipe():
         import mediapipe  # noqa: F401
         from mediapipe.tasks.python.vision import image_classifier  # noqa: F401
     except ImportError as exc:
-        pytest.skip(f"mediapipe is not installed ({exc}): README 'Development' installs it in a second pip command")
+        pytest.skip(f"mediapipe is not installed ({exc}): docs/getting-started.md (Install) installs it in a second pip command")
 
 
 def test_mediapipe_tasks_vs_edgecls(benchmark, photo_sets, ham10000_model, bench_dir):

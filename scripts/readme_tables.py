@@ -1,22 +1,38 @@
-"""Print the README's tables from files that commands in this repo wrote; nothing typed by hand.
+"""Print the documentation's tables from files that commands in this repo wrote; nothing typed by hand.
 
     python scripts/readme_tables.py results runs/ham10000 runs/all-blood
     python scripts/readme_tables.py speed out/benchmarks.json
+    python scripts/readme_tables.py speed-page docs/guides/speed.md
 
 `results` reads each run folder that scripts/build_builtin_models.sh made: metrics.json (float
 Keras), convert/parity.json (float vs int8 through LiteRT) and evaluate/model_int8-val/metrics.json
-(`edgecls evaluate` of the int8 file). `speed` reads the pytest-benchmark JSON that the README's
-test command writes, and names the machine it was taken on.
+(`edgecls evaluate` of the int8 file). `speed` reads the pytest-benchmark JSON that the test
+command writes, and names the machine it was taken on and the int8 dot-product instructions its
+CPU has. `speed-page` rewrites, in place, every block of the page that lies between
+`<!-- speed-tables: docs/benchmarks-NAME.json -->` and `<!-- /speed-tables -->` with `speed` of
+the JSON the marker names (paths relative to the repository root), and adds a section for each
+docs/benchmarks-*.json that has none yet; tests/test_readme.py checks that each block is exactly
+that, and that every kept JSON has one.
 """
 
 from __future__ import annotations
 
 import json
 import platform
+import re
 import sys
 from pathlib import Path
 
 REBUILD = "bash scripts/build_builtin_models.sh"
+ROOT = Path(__file__).resolve().parents[1]
+NEW_MACHINES = "<!-- speed-tables: new machines above -->"
+SPEED_BLOCK = re.compile(r"(<!-- speed-tables: (\S+) -->\n)(.*?)(<!-- /speed-tables -->)", re.DOTALL)
+
+# CPU flags (py-cpuinfo's names, as pytest-benchmark records them) of the instructions XNNPACK's
+# int8 kernels use to multiply-add four int8 pairs in one step; without one, int8 convolutions run
+# on widening 16-bit multiplies and can be slower than float32.
+INT8_DOT_PRODUCT = {"avx512_vnni": "AVX-512 VNNI", "avx512vnni": "AVX-512 VNNI", "avx_vnni": "AVX-VNNI",
+                    "asimddp": "ARM dot-product", "dotprod": "ARM dot-product"}
 
 
 def _load(path: Path) -> dict:
@@ -135,14 +151,24 @@ def _where_the_time_goes(figs: dict[str, dict]) -> list[str]:
     return lines
 
 
+def _cpu(machine_info: dict) -> tuple[str, object, str, str]:
+    """(CPU name, core count, its int8 dot-product instructions or "none (AVX2 only)", and the
+    same in short: "AVX-512 VNNI" or "AVX2 only")."""
+    cpu_info = machine_info.get("cpu", {})
+    cpu = cpu_info.get("brand_raw") or platform.processor() or "unknown CPU"
+    flags = set(cpu_info.get("flags", []))
+    dot = ", ".join(sorted({name for flag, name in INT8_DOT_PRODUCT.items() if flag in flags}))
+    simd = "AVX2" if "avx2" in flags else ("NEON" if "asimd" in flags else "no AVX2")
+    return cpu, cpu_info.get("count", "?"), dot or f"none ({simd} only)", dot or f"{simd} only"
+
+
 def speed(path: Path) -> str:
-    """The README's speed section tables: photographs against their floor and a peer first, then
+    """One machine's speed tables (docs/guides/speed.md): photographs against their floor and a peer first, then
     cold start, memory, int8 vs float32 and the single-invoke figures."""
     data = _load(path)
     figs = _figures(data)
     info = data.get("machine_info", {})
-    cpu = info.get("cpu", {}).get("brand_raw") or platform.processor() or "unknown CPU"
-    cores = info.get("cpu", {}).get("count", "?")
+    cpu, cores, int8_isa, _ = _cpu(info)
     machine = f"{cpu}, {cores} cores, {info.get('system', '')} {info.get('machine', '')}, Python {info.get('python_version', '')}"
 
     photo_rows = []
@@ -179,7 +205,7 @@ def speed(path: Path) -> str:
         )
     workers = next((v.get("workers") for k, v in figs.items() if k.startswith("test_classify_cli_vs_decode_only")), None)
     head = [
-        f"Measured on: {machine}.",
+        f"Measured on: {machine}; int8 dot-product instructions: {int8_isa}.",
         "",
         f"Photographs, 600x450 JPEGs, built-in `ham10000` (uint8 I/O), {workers or '?'} decode threads; the floor is "
         "Pillow's draft decode and bilinear resize to 94x94 alone, in as many threads, on the same files, "
@@ -215,7 +241,7 @@ def speed(path: Path) -> str:
         threads = sorted(int(k.rsplit("_", 1)[1][:-1]) for k in v if k.startswith("int8_speed_vs_float_"))
         speeds = ", ".join(f"{_x(v.get(f'int8_speed_vs_float_{t}t'))} ({_num(v.get(f'int8_ms_{t}t'), 3)} vs "
                            f"{_num(v.get(f'float32_ms_{t}t'), 3)} ms) at {t} thread{'s' if t > 1 else ''}" for t in threads)
-        rows.append((f"int8 vs float32 invoke: {v.get('what', kind)}", f"int8 {speeds}", ">= 1.0x"))
+        rows.append((f"int8 vs float32 invoke: {v.get('what', kind)}", f"int8 {speeds}", ""))
     invoke = {k: v for k, v in figs.items() if k.startswith("test_invoke[")}
     for v in sorted(invoke.values(), key=lambda v: (v.get("threads", 0), v.get("input_dtype", ""))):
         rows.append((f"invoke, benchmark edge-cnn, {v.get('input_dtype')} input, {v.get('threads')} thread(s)",
@@ -235,14 +261,37 @@ def speed(path: Path) -> str:
     return "\n".join(lines)
 
 
+def speed_page(text: str, kept: list[Path] | None = None, root: Path = ROOT) -> str:
+    """`text` with every speed-tables block replaced by `speed` of the JSON its marker names
+    (relative to `root`, the repository).
+
+    Each JSON of `kept` that no block names yet gets a heading (its CPU and int8 instructions) and
+    a block of its own, just before the `<!-- speed-tables: new machines above -->` line."""
+    text = SPEED_BLOCK.sub(lambda m: f"{m.group(1)}\n{speed(root / m.group(2))}\n\n{m.group(4)}", text)
+    named = {m.group(2) for m in SPEED_BLOCK.finditer(text)}
+    for path in kept or []:
+        name = path.resolve().relative_to(root.resolve()).as_posix()
+        if name in named or NEW_MACHINES not in text:
+            continue
+        cpu, cores, _, short = _cpu(_load(path).get("machine_info", {}))
+        section = (f"### {cores}-core {cpu} ({short})\n\n<!-- speed-tables: {name} -->\n\n{speed(path)}\n\n"
+                   "<!-- /speed-tables -->\n\n")
+        text = text.replace(NEW_MACHINES, section + NEW_MACHINES)
+    return text
+
+
 def main(argv: list[str]) -> int:
-    if len(argv) < 2 or argv[0] not in ("results", "speed"):
+    if len(argv) < 2 or argv[0] not in ("results", "speed", "speed-page"):
         print(__doc__, file=sys.stderr)
         return 2
     if argv[0] == "results":
         print(results([Path(p) for p in argv[1:]]))
-    else:
+    elif argv[0] == "speed":
         print(speed(Path(argv[1])))
+    else:
+        page = Path(argv[1])
+        kept = sorted((ROOT / "docs").glob("benchmarks-*.json"))
+        page.write_text(speed_page(page.read_text(encoding="utf-8"), kept), encoding="utf-8")
     return 0
 
 

@@ -16,7 +16,7 @@ def shared_dataset(name: str) -> Path:
     """A real dataset from ../shared/data, or a visible skip when it is absent."""
     path = SHARED_DATA / name
     if not path.is_dir():
-        pytest.skip(f"real dataset not available: {path} is absent (see README, 'Data')")
+        pytest.skip(f"real dataset not available: {path} is absent (see docs/data.md)")
     return path
 
 

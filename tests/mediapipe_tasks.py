@@ -16,7 +16,7 @@ def require_mediapipe():
         from mediapipe.tasks.python.core import base_options
         from mediapipe.tasks.python.vision import image_classifier
     except ImportError as exc:
-        pytest.skip(f"mediapipe is not installed ({exc}); README 'Development' says how to install it")
+        pytest.skip(f"mediapipe is not installed ({exc}); docs/getting-started.md (Install) says how to install it")
     return mp, base_options, image_classifier
 
 

@@ -1,4 +1,4 @@
-"""Issue 4: `edgecls convert` turns a trained Keras model into deployable TFLite files and proves them.
+"""`edgecls convert` turns a trained Keras model into deployable TFLite files and proves them.
 
 A small CNN is trained here, in seconds, on generated 32x32 images whose class is plain to see
 (stripes running one of three ways, or spots, in random colours). It is converted in every

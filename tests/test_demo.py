@@ -1,4 +1,4 @@
-"""Issue 8: `edgecls demo`, the Quickstart's main job, end to end at its smallest size."""
+"""`edgecls demo`, the Quickstart's main job, end to end at its smallest size."""
 
 from __future__ import annotations
 

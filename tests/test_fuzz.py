@@ -4,7 +4,7 @@
   requested shape, or `ImageError`; never another exception.
 - `read_metadata` on arbitrary and mutated model bytes: metadata, None, or `EdgeclsError`.
 - `TFLiteClassifier(bytes)` (and one prediction) on mutated models: a working classifier or
-  `EdgeclsError`. The interpreter is native code and a damaged model used to segfault it (an
+  `EdgeclsError`. The interpreter is native code and a damaged model can segfault it (an
   out-of-range zero point, a zero scale, an op input of -1, no subgraph; see
   edge_runtime/interpreter.py), so these examples run in a child process: a crash fails the
   test with the offending file kept for inspection instead of killing pytest.
@@ -372,8 +372,8 @@ def test_keras_loading_of_damaged_files_fails_cleanly_and_unpickles_nothing(kera
 
 
 # Keras rebuilds a functional model by deferring each node until its inputs exist: a node whose
-# input never comes made tf_keras' load_model loop forever (found by the test above: a layer with
-# no inbound nodes; checked by hand: "no inbound nodes" and "missing node" hang tf_keras 2.21).
+# input never comes makes tf_keras' load_model loop forever (a layer with no inbound nodes, or a
+# missing node, hangs tf_keras 2.21), so each damage below must be refused before loading.
 GRAPH_DAMAGE = {
     "no inbound nodes": lambda gap, dense: gap.update(inbound_nodes=[]),
     "junk inbound_nodes": lambda gap, dense: gap.update(inbound_nodes=None),

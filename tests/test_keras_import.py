@@ -1,4 +1,4 @@
-"""Issue 12 ("In"): `edgecls convert` takes the Keras models people have.
+"""`edgecls convert` takes the Keras models people have.
 
 Seed-notebook style CNNs are built with Keras 3 (`import keras`, TensorFlow's default
 `tf.keras` since 2.16; the test process sets TF_USE_LEGACY_KERAS, which changes only what

@@ -25,7 +25,7 @@ print(','.join(heavy))
         "import edgecls.edge_runtime",
         "import edgecls.cli",
         "from edgecls.cli import app\nfrom typer.testing import CliRunner\nCliRunner().invoke(app, ['--help'])",
-        # The Python API's device half (issue 13): no TensorFlow, no pandas, on any input kind.
+        # The Python API's device half: no TensorFlow, no pandas, on any input kind.
         "import edgecls, numpy as np\nfrom PIL import Image\nclf = edgecls.Classifier('ham10000')\n"
         "image = np.zeros((450, 600, 3), np.uint8)\nclf.classify(image); clf.classify([image, Image.fromarray(image)])\n"
         "clf.benchmark(runs=2, warmup=0, threads=1)",

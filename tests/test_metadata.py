@@ -52,8 +52,8 @@ def test_converter_metadata_is_preserved_and_rewrite_replaces_ours(bare_model):
 
 
 def test_rewriting_metadata_does_not_grow_the_file_or_change_the_model(bare_model):
-    # Each write used to leave the replaced entries' payloads behind as unreferenced buffers: a
-    # built-in model grew by ~3.5 KB per recalibration.
+    # A write that left the replaced entries' payloads behind as unreferenced buffers would grow
+    # a built-in model by ~3.5 KB per recalibration.
     import numpy as np
 
     from edgecls.edge_runtime.classifier import TFLiteClassifier

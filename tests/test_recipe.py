@@ -1,4 +1,4 @@
-"""Issue 14's training recipe: AdamW, the one-cycle schedule, label smoothing, strong augmentation
+"""The training recipe's options: AdamW, the one-cycle schedule, label smoothing, strong augmentation
 and the val_acc_balacc_mean monitor, each checked on its own, then together in a tiny run that is
 interrupted and resumed. Tiny generated data; the module takes about half a minute on 2 cores."""
 

@@ -1,4 +1,4 @@
-"""Issue 7: bad input gives one clear line and the documented exit code, never a traceback.
+"""Bad input gives one clear line and the documented exit code, never a traceback.
 
 A corpus of malformed images and model files (tests/malformed.py) is generated in tmp_path and
 run through the real CLI: mostly in-process with Typer's CliRunner (fast), and a handful of

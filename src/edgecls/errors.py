@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-# Exit codes, documented in the README.
+# Exit codes, documented in docs/reference/cli.md.
 EXIT_OK = 0
 EXIT_PARTIAL = 1  # a batch ran, but some inputs could not be processed
 EXIT_ERROR = 2  # bad input, bad model, bad flags: nothing useful was produced

@@ -4,8 +4,8 @@ Keras (tf_keras and Keras 3 alike) rebuilds a functional model from its config b
 layer on its inputs, deferring a node whose inputs do not exist yet and going round again until
 none is left. A damaged or hostile config whose node waits for a layer that is missing, has no
 such node, or waits on itself (a cycle) never gets its inputs: `load_model` then loops forever
-instead of failing. So every `.keras` and `.h5` config is checked here first (found by the
-`.keras` fuzz test: one junk `inbound_nodes` hung it).
+instead of failing. So every `.keras` and `.h5` config is checked here first (one junk
+`inbound_nodes` is enough to hang it; tests/test_fuzz.py mutates configs to find such cases).
 """
 
 from __future__ import annotations

@@ -159,7 +159,7 @@ class Augmenter:
 
 
 class StrongAugmenter:
-    """The "strong" level (issue 14's recipe): flips on both axes, then one projective warp
+    """The "strong" level (`--augment strong`): flips on both axes, then one projective warp
     that rotates anywhere in +-180 degrees, scales by 0.8-1.25 (log-uniform, so zooming in and
     out are equally likely) and shifts by up to +-10% of each side, with reflected borders
     (dermoscopy and smears have skin or plasma at the edges, not black), then brightness,

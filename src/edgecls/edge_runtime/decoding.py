@@ -37,8 +37,8 @@ def iter_decoded(
     `workers - 1` helper threads decode without pause; the calling thread (which also invokes the
     model between images) decodes the next unclaimed image itself whenever the one it needs is not
     ready. So a run has exactly `workers` busy threads, not a pool of `workers` plus an invoking
-    thread: on 2 cores that third thread was time-sliced against the decoders, refilling the
-    caches of both (in-process ratio to the decode-only floor 0.85 -> 0.89, same files, same run).
+    thread: on 2 cores such a third thread is time-sliced against the decoders, and every switch
+    makes both refill their caches (docs/guides/speed.md).
     Pillow and libjpeg-turbo release the GIL while decoding and resizing. One image (the CLI's
     common case) or one worker: decoded inline, no thread.
     """

@@ -14,8 +14,8 @@ IMBALANCE_CHOICES = ("class-weights", "balanced-sampling", "none")
 MONITOR_CHOICES = ("val_balanced_accuracy", "val_auc", "val_accuracy", "val_loss", "val_acc_balacc_mean")
 SCHEDULE_CHOICES = ("cosine", "plateau", "one-cycle")
 OPTIMIZER_CHOICES = ("adam", "adamw")
-# none; standard: flips, quarter turns, +-18 degree rotations, mild colour jitter (the recipe
-# before issue 14); strong: flips, any rotation, scale 0.8-1.25, +-10% shifts (reflected
+# none; standard: flips, quarter turns, +-18 degree rotations, mild colour jitter (the
+# default); strong: flips, any rotation, scale 0.8-1.25, +-10% shifts (reflected
 # borders), brightness/contrast/saturation +-20% (pipeline.StrongAugmenter).
 AUGMENT_CHOICES = ("none", "standard", "strong")
 STRATEGY_CHOICES = ("default", "mirrored")
@@ -99,7 +99,7 @@ class TrainOptions:
     verbose: int = 2  # Keras fit verbosity: 1 progress bar, 2 one line per epoch
 
     def __post_init__(self) -> None:
-        if isinstance(self.augment, bool):  # config.json before issue 14, and older callers
+        if isinstance(self.augment, bool):  # a config.json or caller that gives augment as on/off
             self.augment = "standard" if self.augment else "none"
 
     @property
