@@ -123,7 +123,7 @@ def _remove_stale_partials(path: Path) -> None:
 
 
 def _process_alive(pid: int) -> bool:
-    if pid == os.getpid():
+    if pid == os.getpid() or os.name == "nt":  # Windows' os.kill(pid, 0) would end the process
         return True
     try:
         os.kill(pid, 0)
