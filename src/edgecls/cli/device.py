@@ -19,8 +19,8 @@ ALLOW_CONTROL_FLOW_HELP = (
     "can run forever); each invoke is then still bounded by --invoke-timeout."
 )
 INVOKE_TIMEOUT_HELP = "Seconds one invoke (one image, or one batch of a folder run) may take before the command is stopped (exit 2)."
-# Generous for any image classifier on a Raspberry Pi (a batch of 8 at 224x224 takes ~1 s there);
-# a model that needs more is not one for a device.
+# Generous: an invoke of edgecls's models takes milliseconds, and a model whose one invoke needs a
+# minute is not one for a device.
 DEFAULT_INVOKE_TIMEOUT = 60.0
 
 
