@@ -162,7 +162,7 @@ def test_batched_folder_run_equals_one_by_one(colour_models, tmp_path, mode):
     classifier = TFLiteClassifier(colour_models[mode])
     one_by_one = list(batch.classify_paths(classifier, paths, batch_size=1))
     for workers in (1, 3):
-        batched = list(batch.classify_paths(classifier, paths, top_k=2, workers=workers))
+        batched = list(batch.classify_paths(classifier, paths, batch.PredictionOptions(top_k=2), workers=workers))
         assert [r.path for r in batched] == [r.path for r in one_by_one] == [batch.shown_path(p) for p in paths]
         assert [r.error is None for r in batched] == [r.error is None for r in one_by_one]
         assert sum(r.error is not None for r in batched) == 1 and "img_020_broken.jpg" in batched[21].error
@@ -182,11 +182,11 @@ def test_decoding_shared_with_the_calling_thread_keeps_order_and_bounds(tmp_path
 
     import numpy as np
 
-    from edgecls.edge_runtime import batch
+    from edgecls.edge_runtime import batch, decoding
 
     paths = batch.collect_images([_many_images(tmp_path / "many", 60)])
     decoders, started, lock = set(), [], threading.Lock()
-    original = batch._decode
+    original = decoding._decode
     read = [0]
 
     def spy(path, size, channels):
@@ -196,7 +196,7 @@ def test_decoding_shared_with_the_calling_thread_keeps_order_and_bounds(tmp_path
         time.sleep(0.002 if threading.current_thread() is threading.main_thread() else 0.001)
         return original(path, size, channels)
 
-    monkeypatch.setattr(batch, "_decode", spy)
+    monkeypatch.setattr(decoding, "_decode", spy)
     before = threading.active_count()
     got = []
     for path, image in batch.iter_decoded(paths, (16, 16), 3, workers, ahead=5):
@@ -222,10 +222,10 @@ def test_a_helper_threads_unexpected_error_reaches_the_consumer(tmp_path, monkey
     import threading
     import time
 
-    from edgecls.edge_runtime import batch
+    from edgecls.edge_runtime import batch, decoding
 
     paths = batch.collect_images([_many_images(tmp_path / "many", 30)])
-    original, raised_in = batch._decode, []
+    original, raised_in = decoding._decode, []
 
     def fails_on_img_010(path, size, channels):
         if path.name == "img_010.png":
@@ -233,7 +233,7 @@ def test_a_helper_threads_unexpected_error_reaches_the_consumer(tmp_path, monkey
             raise MemoryError("out of memory")
         return original(path, size, channels)
 
-    monkeypatch.setattr(batch, "_decode", fails_on_img_010)
+    monkeypatch.setattr(decoding, "_decode", fails_on_img_010)
     before = threading.active_count()
     taken = 0
     with pytest.raises(MemoryError, match="out of memory"):
@@ -293,15 +293,16 @@ def test_streamed_output_is_the_whole_documents_text(colour_models, tmp_path, fm
     import csv
     import json
 
-    from edgecls.cli.output import CSV_FIELDS, _csv_row, record_stream
+    from edgecls.cli.output import record_stream
 
     def whole_document(records: list[dict]) -> str:
         if fmt == "json":
             return json.dumps(records, indent=2) + "\n"
         text = io.StringIO()
-        writer = csv.DictWriter(text, fieldnames=list(records[0]) if records else CSV_FIELDS, lineterminator="\n")
+        header = list(records[0]) if records else ["path", "label", "probability", "top_k", "latency_ms"]
+        writer = csv.DictWriter(text, fieldnames=header, lineterminator="\n")
         writer.writeheader()
-        writer.writerows(_csv_row(record) for record in records)
+        writer.writerows(r | {"top_k": ";".join(f"{t['label']}:{t['probability']:.6f}" for t in r["top_k"])} for r in records)
         return text.getvalue()
     from edgecls.edge_runtime.batch import classify_paths, collect_images
     from edgecls.edge_runtime.classifier import TFLiteClassifier

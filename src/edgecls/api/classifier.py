@@ -35,16 +35,19 @@ class Classifier:
     `model`: a `.tflite` path, the name of a built-in model (`"ham10000"`, `"all-blood"`), or the
     file's bytes. Labels, input size and normalisation come from the file's metadata (edgecls's
     own, or the standard TFLite Model Metadata that MediaPipe Model Maker writes). `threads`:
-    interpreter threads (default: min(4, cores)).
+    interpreter threads (default: min(4, cores)). `allow_control_flow`: run a file that uses
+    WHILE, IF or CALL_ONCE (refused by default: see docs/safety-device.md); its invokes are
+    bounded in time only under `edgecls.edge_runtime.watchdog.bound_invokes`.
     """
 
-    def __init__(self, model: str | os.PathLike | bytes = "ham10000", threads: int | None = None):
+    def __init__(self, model: str | os.PathLike | bytes = "ham10000", threads: int | None = None, *,
+                 allow_control_flow: bool = False):  # fmt: skip
         if isinstance(model, (bytes, bytearray, memoryview)):
-            self.runtime = TFLiteClassifier(bytes(model), num_threads=threads)
+            self.runtime = TFLiteClassifier(bytes(model), num_threads=threads, allow_control_flow=allow_control_flow)
         elif isinstance(model, (str, os.PathLike)):
             from edgecls.edge_runtime.builtin import resolve_model
 
-            self.runtime = TFLiteClassifier(resolve_model(os.fspath(model)), num_threads=threads)
+            self.runtime = TFLiteClassifier(resolve_model(os.fspath(model)), num_threads=threads, allow_control_flow=allow_control_flow)
         else:
             raise EdgeclsError(f"Classifier takes a .tflite path, a built-in model name or the file's bytes, not a {type(model).__name__}")
         self.threads = threads
@@ -113,13 +116,13 @@ class Classifier:
         result in memory), whose `len()` is the number of images found. Inputs that do not
         exist, or folders with no images, raise `EdgeclsError` before anything is classified.
         """
-        from edgecls.edge_runtime.batch import classify_paths, collect_images
+        from edgecls.edge_runtime.batch import PredictionOptions, classify_paths, collect_images
 
+        options = PredictionOptions(top_k, tta, min_confidence)
         if isinstance(inputs, (str, os.PathLike)):
             inputs = [inputs]
         paths = collect_images(inputs)
-        results = classify_paths(self.runtime, paths, top_k=top_k, workers=workers, threads=self.threads, tta=tta,
-                                 min_confidence=min_confidence)  # fmt: skip
+        results = classify_paths(self.runtime, paths, options, workers=workers, threads=self.threads)
         return ImageStream(results, len(paths)) if stream else list(results)
 
     def _classify_many(self, images: Sequence, top_k: int, tta: bool, min_confidence: float) -> list[Prediction]:
@@ -205,6 +208,7 @@ class Classifier:
             images=collect_images(images) if images else (),
             workers=workers,
             tta=tta,
+            allow_control_flow=self.runtime.allow_control_flow,
         )
         return run_bench([self.path, *(resolve_model(os.fspath(m)) for m in compare)], settings, on_progress=progress)
 

@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import json
 import sys
 from enum import Enum
 from pathlib import Path
@@ -13,6 +12,28 @@ import typer
 
 from edgecls.core.native_stderr import quiet_native_stderr
 from edgecls.errors import EXIT_ERROR, EXIT_PARTIAL, EdgeclsError
+
+
+ALLOW_CONTROL_FLOW_HELP = (
+    "Run a model that uses WHILE, IF or CALL_ONCE (refused by default: an image classifier needs none, and a loop "
+    "can run forever); each invoke is then still bounded by --invoke-timeout."
+)
+INVOKE_TIMEOUT_HELP = "Seconds one invoke (one image, or one batch of a folder run) may take before the command is stopped (exit 2)."
+# Generous: an invoke of edgecls's models takes milliseconds, and a model whose one invoke needs a
+# minute is not one for a device.
+DEFAULT_INVOKE_TIMEOUT = 60.0
+
+
+def check_output(output: Path, inputs) -> None:
+    """--output must be a regular file or absent, and not one of the inputs (checked before any
+    image is classified, and again when the output is written)."""
+    from edgecls.edge_runtime.preprocess import IMAGE_SUFFIXES, UNSUPPORTED_IMAGE_SUFFIXES
+    from edgecls.files import check_not_an_input, check_output_target
+
+    check_output_target(output)
+    folders = [path for path in inputs if Path(path).is_dir()]
+    files = [path for path in inputs if not Path(path).is_dir()]
+    check_not_an_input(output, files, folders, IMAGE_SUFFIXES | UNSUPPORTED_IMAGE_SUFFIXES)
 
 
 class OutputFormat(str, Enum):
@@ -37,31 +58,35 @@ def classify(
         help="Below this top probability the label is 'uncertain' (the model's report gives accuracy against coverage to choose it).",
     ),  # fmt: skip
     tta: bool = typer.Option(False, "--tta", help="Average the model over the image's four flips (4x the invokes; see the model card for what it gains)."),
+    allow_control_flow: bool = typer.Option(False, "--allow-control-flow", help=ALLOW_CONTROL_FLOW_HELP),
+    invoke_timeout: float = typer.Option(DEFAULT_INVOKE_TIMEOUT, "--invoke-timeout", min=0.001, help=INVOKE_TIMEOUT_HELP),
 ) -> None:
     """Classify images with a .tflite model. Models with a class group (the built-in ones: malignant)
     also report its probability and a flag at the model's threshold. Exit 0: all classified; 1: some
     images failed; 2: nothing could run."""
     from edgecls import Classifier
     from edgecls.cli.output import progress, record_stream
+    from edgecls.cli.support import invoke_time_limit
+    from edgecls.text import printable
 
     # Flag mistakes are reported before minutes of classifying, not after.
     if output is not None and output_format == OutputFormat.table:
         raise EdgeclsError("--output needs --format json or csv")
-    if output is not None and output.is_dir():
-        raise EdgeclsError(f"{output}: is a folder; --output needs a file name")
+    if output is not None:
+        check_output(output, inputs)
     with quiet_native_stderr():
-        classifier = Classifier(model, threads=threads)
+        classifier = Classifier(model, threads=threads, allow_control_flow=allow_control_flow)
     results = classifier.classify_files(inputs, top_k, tta=tta, min_confidence=min_confidence, workers=workers, stream=True)
     # Records are written as they come (memory stays flat on 100,000 images); rows scrolling on
     # the terminal show the progress themselves, so the bar is for tables, files and pipes.
     streams_to_terminal = output is None and output_format != OutputFormat.table and sys.stdout.isatty()
     done = failed = 0
-    with results, record_stream(output_format.value, output) as write, progress(0 if streams_to_terminal else len(results), "classifying") as advance:
+    with invoke_time_limit(invoke_timeout), results, record_stream(output_format.value, output) as write, progress(0 if streams_to_terminal else len(results), "classifying") as advance:
         for result in results:
             done += 1
             if result.error:
                 failed += 1
-                typer.echo(f"edgecls: skipped {result.error}", err=True)
+                typer.echo(f"edgecls: skipped {printable(result.error)}", err=True)
             else:
                 write(result)
             advance()
@@ -73,15 +98,16 @@ def classify(
 def info(
     model: str = typer.Argument(..., help="A .tflite file or a built-in model name."),
     as_json: bool = typer.Option(False, "--json", help="Print JSON instead of text."),
+    allow_control_flow: bool = typer.Option(False, "--allow-control-flow", help=ALLOW_CONTROL_FLOW_HELP),
 ) -> None:
     """Show a model's labels, input, normalisation, provenance, tensors and file size."""
     from edgecls import Classifier
-    from edgecls.cli.output import print_model_info
+    from edgecls.cli.output import dumps_json, print_model_info
 
     with quiet_native_stderr():
-        description = Classifier(model).describe()
+        description = Classifier(model, allow_control_flow=allow_control_flow).describe()
     if as_json:
-        typer.echo(json.dumps(description, indent=2))
+        typer.echo(dumps_json(description))
     else:
         print_model_info(description)
 
@@ -95,6 +121,8 @@ def models() -> None:
     if not found:
         typer.echo("no built-in models are installed")
         return
+    from edgecls.text import printable
+
     for name, path in found.items():
         # One damaged file (a bad install, a half-copied model) must not hide the others.
         try:
@@ -103,4 +131,4 @@ def models() -> None:
             size = f"{path.stat().st_size / 1024:7.1f} KB"
         except (EdgeclsError, OSError) as exc:
             detail, size = f"unreadable ({getattr(exc, 'strerror', None) or exc})", " " * 10
-        typer.echo(f"{name:<12} {size}  {detail}")
+        typer.echo(printable(f"{name:<12} {size}  {detail}"))

@@ -36,19 +36,22 @@ def progress(total: int, description: str) -> Iterator[Callable[[], None]]:
         yield lambda: bar.advance(task)
 
 
-# A model with class groups adds `<group>_probability` and `flag` before latency_ms: the columns
-# are those of the first record (one model, so every record has the same keys).
-CSV_FIELDS = ["path", "label", "probability", "top_k", "latency_ms"]
-
-
-def _csv_row(record: dict) -> dict:
-    top = ";".join(f"{t['label']}:{t['probability']:.6f}" for t in record["top_k"])
-    return record | {"top_k": top}
+def _csv_row(record: dict, fields) -> dict:
+    return {field.key: field.csv(record[field.key]) for field in fields}
 
 
 def _json_item(record: dict) -> str:
     """One record as `json.dumps(records, indent=2)` prints it inside the array."""
-    return "  " + json.dumps(record, indent=2).replace("\n", "\n  ")
+    return "  " + dumps_json(record).replace("\n", "\n  ")
+
+
+def dumps_json(value) -> str:
+    """Valid JSON whatever a model file holds: non-finite numbers (a metadata `NaN`) become null
+    (`json_safe`), and `allow_nan=False` makes any that slipped through an error, not `NaN`.
+    ASCII only, so a label's control or bidi characters arrive escaped (`\\u202e`)."""
+    from edgecls.text import json_safe
+
+    return json.dumps(json_safe(value), indent=2, allow_nan=False)
 
 
 @contextlib.contextmanager
@@ -84,19 +87,24 @@ def record_stream(fmt: str, output: Path | None) -> Iterator[Callable[[object], 
 
 def _stream_to(file, fmt: str) -> Iterator[Callable[[object], None]]:
     if fmt == "csv":
-        writer = None
+        from edgecls.edge_runtime.records import BASE_KEYS, record_fields
+
+        writer, fields = None, []
+        # On a terminal a label's escape sequences would act; in a file or a pipe they are data.
+        shown = _printable_record if file.isatty() else (lambda record: record)
 
         def write_row(result) -> None:
-            nonlocal writer
-            record = _csv_row(result.to_record())
-            if writer is None:
-                writer = csv.DictWriter(file, fieldnames=list(record), lineterminator="\n")
+            nonlocal writer, fields
+            record = result.to_record()
+            if writer is None:  # the columns are the first record's (one model: every record's)
+                fields = record_fields(record)
+                writer = csv.DictWriter(file, fieldnames=[field.key for field in fields], lineterminator="\n")
                 writer.writeheader()
-            writer.writerow(record)
+            writer.writerow(shown(_csv_row(record, fields)))
 
         yield write_row
         if writer is None:
-            csv.DictWriter(file, fieldnames=CSV_FIELDS, lineterminator="\n").writeheader()
+            csv.DictWriter(file, fieldnames=BASE_KEYS, lineterminator="\n").writeheader()
         return
     count = 0
 
@@ -109,20 +117,33 @@ def _stream_to(file, fmt: str) -> Iterator[Callable[[object], None]]:
     file.write("\n]\n" if count else "[]\n")
 
 
+def _printable_record(record: dict) -> dict:
+    from edgecls.text import printable
+
+    return {key: printable(value) if isinstance(value, str) else value for key, value in record.items()}
+
+
+def text(value):
+    """A rich `Text` of `value`: shown as is (escaped by `edgecls.text.printable`), never read
+    as markup, so `lesion[left arm].jpg` or a label holding `[/` prints as written."""
+    from rich.text import Text
+
+    from edgecls.text import printable
+
+    return Text(printable(value))
+
+
 def _print_table(records: list[dict]) -> None:
     from rich.table import Table
 
+    from edgecls.edge_runtime.records import record_fields
+
     table = Table(show_edge=False, header_style="bold")
-    groups = [key for key in records[0] if key.endswith("_probability")]
-    flagged = "flag" in records[0]
-    columns = [("image", "left"), ("label", "left"), ("prob.", "right"), ("top-k", "left")]
-    columns += [(f"p({key.removesuffix('_probability')})", "right") for key in groups] + [("flag", "left")] * flagged
-    for column, justify in [*columns, ("ms", "right")]:
-        table.add_column(column, justify=justify, overflow="fold")
-    for r in records:
-        top = ", ".join(f"{t['label']} {t['probability']:.2f}" for t in r["top_k"][1:])
-        extra = [f"{r[key]:.3f}" for key in groups] + (["FLAG" if r["flag"] else "-"] if flagged else [])
-        table.add_row(r["path"], r["label"], f"{r['probability']:.3f}", top, *extra, f"{r['latency_ms']:.2f}")
+    fields = record_fields(records[0])
+    for field in fields:
+        table.add_column(text(field.header), justify="right" if field.right else "left", overflow="fold")
+    for record in records:
+        table.add_row(*(text(field.table(record[field.key])) for field in fields))
     console().print(table)
 
 
@@ -157,8 +178,7 @@ def print_model_info(d: dict) -> None:
         lines.append(f"group         {group}: {', '.join(members)}")
     point = meta.get("operating_point") or {}
     if point:
-        lines.append(f"flag          {point['group']} probability >= {point['threshold']}"
-                     + (f" (chosen for {100 * point['target_sensitivity']:.0f}% sensitivity on validation)" if point.get("target_sensitivity") else ""))
+        lines.append(f"flag          {point['group']} probability >= {point['threshold']}" + _sensitivity(point.get("target_sensitivity")))
     if source == "edgecls":
         for key in ("metrics", "provenance"):
             for k, v in (meta.get(key) or {}).items():
@@ -174,7 +194,21 @@ def print_model_info(d: dict) -> None:
             lines.append(f"  {'labels':<19}{', '.join(standard['labels'])}")
     else:
         lines.append("TFLite Model Metadata: none (MediaPipe Tasks will show no label names)")
-    print("\n".join(lines))
+    # Every value above may come from the file: each line made printable (no escape sequences,
+    # CR or bidi overrides from a label, a name or the provenance reach the terminal).
+    from edgecls.text import printable
+
+    print("\n".join(printable(line) for line in lines))
+
+
+def _sensitivity(value) -> str:
+    """The operating point's target sensitivity, as the file gives it: a number in [0, 1], or
+    shown as invalid (it is informative only; the threshold is what the device uses)."""
+    if value is None or value == "":
+        return ""
+    if type(value) in (int, float) and 0 <= value <= 1:
+        return f" (chosen for {100 * value:.0f}% sensitivity on validation)"
+    return f" (target_sensitivity in the file is invalid: {str(value)[:40]!r})"
 
 
 def print_parity_report(report) -> None:
@@ -223,7 +257,7 @@ def print_bench_table(report: dict) -> None:
         for i, r in enumerate(model["results"]):
             lat = r["latency_ms"]
             row = [
-                model["name"] if i == 0 else "",
+                text(model["name"]) if i == 0 else "",
                 str(r["threads"]),
                 f"{lat['p50']:.3f}",
                 f"{lat['p90']:.3f}",

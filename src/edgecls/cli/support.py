@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import functools
+import os
+import signal
 import sys
+import threading
 import warnings
-from typing import Callable, TypeVar
+from typing import Callable, Iterator, TypeVar
 
 import typer
 
@@ -15,8 +19,75 @@ F = TypeVar("F", bound=Callable)
 
 
 def fail(message: str, code: int = EXIT_ERROR) -> typer.Exit:
-    typer.echo(f"edgecls: error: {message}", err=True)
+    from edgecls.text import printable
+
+    typer.echo(f"edgecls: error: {printable(message)}", err=True)
     return typer.Exit(code)
+
+
+class Terminated(BaseException):
+    """SIGTERM or SIGHUP, raised in the main thread like KeyboardInterrupt is for SIGINT, so the
+    `finally` blocks on the way out run: an output's temporary file is removed (edgecls.files),
+    decode threads are stopped. A BaseException: no `except Exception` (or EdgeclsError) on the
+    way swallows it."""
+
+    def __init__(self, signum: int):
+        super().__init__(signum)
+        self.signum = signum
+        self.name = signal.Signals(signum).name
+
+
+@contextlib.contextmanager
+def _terminate_as_exception() -> Iterator[None]:
+    """SIGTERM and SIGHUP -> Terminated while the command runs (main thread only: elsewhere,
+    such as a test runner's worker thread, handlers cannot be set and the defaults stay)."""
+    def raise_terminated(signum, frame):
+        raise Terminated(signum)
+
+    wanted = [getattr(signal, name) for name in ("SIGTERM", "SIGHUP") if hasattr(signal, name)]
+    previous = {}
+    if threading.current_thread() is threading.main_thread():
+        for signum in wanted:
+            previous[signum] = signal.signal(signum, raise_terminated)
+    try:
+        yield
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+
+
+@contextlib.contextmanager
+def invoke_time_limit(seconds: float) -> Iterator[None]:
+    """Bound every invoke of the command to `seconds` (edge_runtime.watchdog): LiteRT cannot
+    cancel an invoke, so one that runs longer ends the process with a one-line error and exit 2,
+    after removing the temporary files of outputs being written."""
+    from edgecls.edge_runtime import watchdog
+
+    def on_timeout(limit: float, what: str) -> None:
+        from edgecls.files import remove_partial_files
+
+        remove_partial_files()
+        try:
+            sys.stdout.flush()
+        except (OSError, ValueError):
+            pass
+        message = (
+            f"edgecls: error: one invoke of {what} ran longer than {limit:g} s (--invoke-timeout) and was stopped: "
+            "the model does not finish (a loop that does not end?)\n"
+        )
+        try:  # sys.stderr, not fd 2: quiet_native_stderr points fd 2 at /dev/null meanwhile
+            sys.stderr.write(message)
+            sys.stderr.flush()
+        except (OSError, ValueError):
+            pass
+        finally:
+            os._exit(EXIT_ERROR)
+
+    watchdog.bound_invokes(seconds, on_timeout)
+    try:
+        yield
+    finally:
+        watchdog.stop_bounding()
 
 
 def handle_errors(func: F) -> F:
@@ -31,11 +102,14 @@ def handle_errors(func: F) -> F:
         _install_warning_format()
         enable_logging("INFO")
         try:
-            return func(*args, **kwargs)
+            with _terminate_as_exception():
+                return func(*args, **kwargs)
         except EdgeclsError as exc:
             raise fail(str(exc), exc.exit_code) from None
         except KeyboardInterrupt:
             raise fail("interrupted", 130) from None
+        except Terminated as exc:
+            raise fail(f"terminated by {exc.name}", 128 + exc.signum) from None
         finally:
             # Back to a library's silence: in one process (tests, a notebook running the CLI)
             # the next caller's stderr may not be this command's.
@@ -53,6 +127,8 @@ def show_progress(shown: bool) -> None:
 
 def _install_warning_format() -> None:
     def show(message, category, filename, lineno, file=None, line=None):
-        print(f"edgecls: warning: {message}", file=file or sys.stderr)
+        from edgecls.text import printable
+
+        print(f"edgecls: warning: {printable(message)}", file=file or sys.stderr)
 
     warnings.showwarning = show

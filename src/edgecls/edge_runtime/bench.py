@@ -40,6 +40,7 @@ class BenchSettings:
     workers: int | None = None  # decode threads for the end-to-end pass
     seed: int = 0
     tta: bool = False  # also time flip-averaging (classify --tta: 4 invokes per image)
+    allow_control_flow: bool = False  # run files with WHILE/IF/CALL_ONCE (ops.check_operators)
 
     def __post_init__(self) -> None:
         if self.warmup < 0:
@@ -212,7 +213,7 @@ def time_end_to_end(classifier: TFLiteClassifier, paths: Sequence[Path], workers
                     tta: bool = False) -> dict:  # fmt: skip
     """Classify `paths` once through `batch.classify_paths` (decode, resize, invoke, top-k),
     between two decode-only passes over the same files with as many threads (the floor)."""
-    from edgecls.edge_runtime.batch import classify_paths, default_workers
+    from edgecls.edge_runtime.batch import PredictionOptions, classify_paths, default_workers
 
     workers = workers or default_workers()
     # Warm the interpreter and the file cache on a few images; that pass is not timed.
@@ -220,7 +221,7 @@ def time_end_to_end(classifier: TFLiteClassifier, paths: Sequence[Path], workers
         pass
     floor_s = decode_only(paths, classifier.input_size, workers, classifier.channels)
     start = time.perf_counter()
-    errors = sum(1 for result in classify_paths(classifier, list(paths), workers=workers, threads=threads, tta=tta) if result.error)
+    errors = sum(1 for result in classify_paths(classifier, list(paths), PredictionOptions(tta=tta), workers=workers, threads=threads) if result.error)
     elapsed = time.perf_counter() - start
     floor_s = (floor_s + decode_only(paths, classifier.input_size, workers, classifier.channels)) / 2
     images_per_s = len(paths) / elapsed if elapsed > 0 else None
@@ -256,7 +257,8 @@ def run_bench(
         raise EdgeclsError("give at least one model")
     # Load every model once up front, so a bad path fails in a second, not after minutes.
     first_threads = settings.threads[0]
-    loaded: list[TFLiteClassifier | None] = [TFLiteClassifier(p, num_threads=first_threads) for p in model_paths]
+    loaded: list[TFLiteClassifier | None] = [TFLiteClassifier(p, num_threads=first_threads, allow_control_flow=settings.allow_control_flow)
+                                                 for p in model_paths]
     names: set[str] = set()
     models: list[ModelResult] = []
     for path, classifier in zip(model_paths, loaded):
@@ -280,7 +282,7 @@ def run_bench(
             if classifier is None:
                 with warnings.catch_warnings():  # "no metadata" was said when it first loaded
                     warnings.simplefilter("ignore")
-                    classifier = TFLiteClassifier(path, num_threads=threads)
+                    classifier = TFLiteClassifier(path, num_threads=threads, allow_control_flow=settings.allow_control_flow)
             classifiers.append(classifier)
         if on_progress:
             on_progress(f"{len(models)} model{'s' if len(models) > 1 else ''}, in turn: {threads} thread{'s' if threads > 1 else ''}")

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
+from edgecls.edge_runtime import watchdog as _watchdog
 from edgecls.edge_runtime.calibration import FLOAT_FLOOR, UNCERTAIN, apply_temperature, group_probability
 from edgecls.edge_runtime.interpreter import make_interpreter
 from edgecls.edge_runtime.metadata import ModelMetadata, is_tflite, read_metadata
@@ -53,7 +54,7 @@ def default_threads() -> int:
 class TFLiteClassifier:
     """An image classifier in one `.tflite` file, with labels and normalisation from its metadata."""
 
-    def __init__(self, model: str | os.PathLike | bytes, num_threads: int | None = None):
+    def __init__(self, model: str | os.PathLike | bytes, num_threads: int | None = None, *, allow_control_flow: bool = False):
         if isinstance(model, (bytes, bytearray)):
             self.path: Path | None = None
             model_bytes = bytes(model)
@@ -64,7 +65,10 @@ class TFLiteClassifier:
             raise EdgeclsError(f"{self.path or 'model'}: not a TFLite model (no TFL3 identifier)")
         self.file_size = len(model_bytes)
         self.num_threads = num_threads or default_threads()
-        self.interpreter, self.interpreter_package = make_interpreter(model_bytes, self.num_threads)
+        # WHILE/IF/CALL_ONCE: refused unless asked for (ops.check_operators); the batch
+        # interpreter of a folder run is built under the same rule.
+        self.allow_control_flow = allow_control_flow
+        self.interpreter, self.interpreter_package = make_interpreter(model_bytes, self.num_threads, allow_control_flow)
         self._check_signature()
         stored = read_metadata(model_bytes)
         self.has_metadata = stored is not None
@@ -279,12 +283,18 @@ class TFLiteClassifier:
 
     def scores(self, model_input: np.ndarray) -> np.ndarray:
         """Invoke on a prepared input tensor; return class probabilities as float32."""
+        watchdog = _watchdog.active  # the CLI's time bound on each invoke, if any
         try:
             self.interpreter.set_tensor(self.input_details["index"], model_input)
+            if watchdog is not None:
+                watchdog.arm()
             self.interpreter.invoke()
             raw = self.interpreter.get_tensor(self.output_details["index"])[0]
         except (RuntimeError, ValueError) as exc:  # a kernel that refuses this (damaged) model
             raise EdgeclsError(f"the interpreter cannot run this model ({first_line(exc)})") from None
+        finally:
+            if watchdog is not None:
+                watchdog.disarm()
         return self.output_to_probabilities(raw)
 
     def output_to_probabilities(self, raw: np.ndarray) -> np.ndarray:

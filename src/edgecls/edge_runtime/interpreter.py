@@ -31,10 +31,14 @@ def find_interpreter() -> tuple[type, str]:
     )
 
 
-def make_interpreter(model_bytes: bytes, num_threads: int | None) -> tuple[Any, str]:
+def make_interpreter(model_bytes: bytes, num_threads: int | None, allow_control_flow: bool = False) -> tuple[Any, str]:
+    """An interpreter for `model_bytes`, its tensors allocated, once the file's operators are
+    among an image classifier's (ops.check_operators) and its tensors are sane."""
     interpreter_class, package = find_interpreter()
     from edgecls.edge_runtime.metadata import subgraph_count
+    from edgecls.edge_runtime.ops import check_operators
 
+    check_operators(model_bytes, allow_control_flow)
     if subgraph_count(model_bytes) < 1:  # the constructor segfaults on a model without one
         raise EdgeclsError("the model file is corrupt or truncated: it holds no readable subgraph")
     try:

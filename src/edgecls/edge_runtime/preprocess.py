@@ -20,6 +20,7 @@ import numpy as np
 from PIL import Image, ImageOps
 
 from edgecls.errors import EdgeclsError, first_line
+from edgecls.text import printable
 
 # Bilinear, like Keras' image_dataset_from_directory default; chosen once, used everywhere.
 RESAMPLE = Image.Resampling.BILINEAR
@@ -52,7 +53,10 @@ def load_image(path: str | os.PathLike, size: tuple[int, int], channels: int = 3
             raise IsADirectoryError(path)
         if not stat.S_ISREG(status.st_mode):
             # Opening a named pipe would block forever; a device is not an image file either.
-            raise ImageError(f"{shown}: not a regular file (a pipe, socket or device)")
+            raise ImageError(f"{shown}: not a regular file ({_kind(status.st_mode)}); not opened")
+        if status.st_dev in kernel_filesystems():
+            # /proc and /sys files are "regular" but reading one may block (/proc/kmsg) or never end.
+            raise ImageError(f"{shown}: a kernel file (/proc, /sys), not an image; not opened")
         fast = _decode_jpeg_file(path, status.st_size, size, channels)
         if fast is not None:
             return fast
@@ -198,6 +202,48 @@ def prepare_image(img: Image.Image | np.ndarray, size: tuple[int, int], channels
     return array
 
 
+# Image formats edgecls does not decode (no decoder, or not validated): a folder's files with
+# these suffixes get a "skipped (unsupported format)" result instead of silence.
+UNSUPPORTED_IMAGE_SUFFIXES = frozenset(
+    ".avif .heic .heif .jxl .jp2 .j2k .dng .cr2 .cr3 .nef .arw .orf .rw2 .raf .psd .svg .dcm .exr".split()
+)
+# Filesystems of the kernel's own files: never image data, and reading some of them blocks.
+_KERNEL_FS_TYPES = frozenset("proc sysfs debugfs tracefs securityfs cgroup cgroup2 configfs bpf pstore efivarfs fusectl".split())
+_kernel_devices: frozenset[int] | None = None
+
+
+def kernel_filesystems() -> frozenset[int]:
+    """Device numbers (st_dev) of the mounted kernel filesystems (/proc, /sys...), read once from
+    /proc/self/mountinfo; empty where there is none (macOS, Windows)."""
+    global _kernel_devices
+    if _kernel_devices is None:
+        devices = set()
+        try:
+            with open("/proc/self/mountinfo", encoding="utf-8", errors="replace") as mounts:
+                for line in mounts:
+                    fields = line.split()
+                    if " - " not in line or len(fields) < 3:
+                        continue
+                    fs_type = line.split(" - ", 1)[1].split()[0]
+                    if fs_type in _KERNEL_FS_TYPES:
+                        major, _, minor = fields[2].partition(":")
+                        devices.add(os.makedev(int(major), int(minor)))
+        except (OSError, ValueError):
+            for root in ("/proc", "/sys"):
+                try:
+                    devices.add(os.stat(root).st_dev)
+                except OSError:
+                    pass
+        _kernel_devices = frozenset(devices)
+    return _kernel_devices
+
+
+def _kind(mode: int) -> str:
+    from edgecls.files import file_kind
+
+    return file_kind(mode)
+
+
 def is_image_file(path: Path) -> bool:
     return path.suffix.lower() in IMAGE_SUFFIXES
 
@@ -232,12 +278,9 @@ def _to_uint8(array: np.ndarray) -> np.ndarray:
     return np.clip(array, 0, 255).astype(np.uint8)
 
 
-_CONTROL_ESCAPES = {c: f"\\x{c:02x}" for c in (*range(0x20), 0x7F)}
-
-
 def shown_path(path: str | os.PathLike) -> str:
     """A path as one printable line, for results and error messages."""
     # Non-UTF-8 file names still print: undecodable bytes become escapes, not a UnicodeEncodeError.
-    # Control characters (a newline in a file name) are escaped too: one report stays one line.
-    text = os.fsdecode(path).encode("utf-8", "backslashreplace").decode("utf-8")
-    return text.translate(_CONTROL_ESCAPES) if not text.isprintable() else text
+    # Control, bidi and other invisible characters are escaped too (edgecls.text.printable): one
+    # report stays one line, and a file name cannot recolour the terminal or reorder the line.
+    return printable(os.fsdecode(path))

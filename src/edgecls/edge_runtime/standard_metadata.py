@@ -13,6 +13,7 @@ from __future__ import annotations
 import copy
 import io
 import zipfile
+import zlib
 from dataclasses import dataclass, field
 
 STANDARD_METADATA_NAME = "TFLITE_METADATA"
@@ -154,13 +155,53 @@ def append_associated_files(model_bytes: bytes, files: dict[str, bytes]) -> byte
     return out.getvalue()
 
 
-def associated_files(model_bytes: bytes) -> dict[str, bytes]:
-    """The files appended to a model, {} when it has none (or they are unreadable)."""
+# Limits on the zip archive appended to a model, checked in its central directory before any
+# member is read: a label file for thousands of classes is tens of KB; a hostile file can claim
+# hundreds of members that inflate to gigabytes from a few MB.
+MAX_ASSOCIATED_FILES = 64
+MAX_ASSOCIATED_FILE_BYTES = 4 << 20
+MAX_ASSOCIATED_TOTAL_BYTES = 16 << 20
+
+
+def associated_file_names(model_bytes: bytes) -> list[str]:
+    """The names of the files appended to a model ([] when it has none or they are unreadable),
+    once the archive is within the limits above (ValueError otherwise)."""
+    return [info.filename for info in _archive_members(model_bytes)]
+
+
+def associated_files(model_bytes: bytes, names: set[str] | None = None) -> dict[str, bytes]:
+    """The files appended to a model (those in `names`, or all), {} when there are none or the
+    archive is unreadable; ValueError when it is beyond the limits above."""
+    members = _archive_members(model_bytes)
+    if not members:
+        return {}
     try:
         with zipfile.ZipFile(io.BytesIO(model_bytes)) as archive:
-            return {info.filename: archive.read(info) for info in archive.infolist() if info.file_size < (16 << 20)}
-    except (zipfile.BadZipFile, OSError, ValueError, EOFError, NotImplementedError):
+            # A member is read through its own declared size: zipfile stops there (and checks
+            # the CRC), so a member that inflates beyond what it declared costs no more.
+            return {info.filename: archive.read(info) for info in members if names is None or info.filename in names}
+    except (zipfile.BadZipFile, OSError, ValueError, EOFError, NotImplementedError, zlib.error):
         return {}
+
+
+def _archive_members(model_bytes: bytes) -> list[zipfile.ZipInfo]:
+    try:
+        with zipfile.ZipFile(io.BytesIO(model_bytes)) as archive:
+            members = archive.infolist()  # the central directory only: nothing is inflated
+    except (zipfile.BadZipFile, OSError, ValueError, EOFError, NotImplementedError):
+        return []
+    if len(members) > MAX_ASSOCIATED_FILES:
+        raise ValueError(f"the appended archive lists {len(members)} files (at most {MAX_ASSOCIATED_FILES} are read)")
+    total = 0
+    for info in members:
+        total += info.file_size
+        if info.file_size > MAX_ASSOCIATED_FILE_BYTES or total > MAX_ASSOCIATED_TOTAL_BYTES:
+            raise ValueError(
+                f"the appended archive's files are too large ({info.file_size / 2**20:.0f} MiB for one, "
+                f"{total / 2**20:.0f} MiB so far; at most {MAX_ASSOCIATED_FILE_BYTES >> 20} MiB each, "
+                f"{MAX_ASSOCIATED_TOTAL_BYTES >> 20} MiB in all)"
+            )
+    return members
 
 
 def read_standard_metadata(raw: bytes, model_bytes: bytes) -> StandardMetadata:
@@ -182,8 +223,8 @@ def read_standard_metadata(raw: bytes, model_bytes: bytes) -> StandardMetadata:
         license=_text(model.license),
         min_parser_version=_text(model.minParserVersion),
     )
-    files = associated_files(model_bytes)
-    meta.associated_files = sorted(files)
+    names = associated_file_names(model_bytes)
+    meta.associated_files = sorted(names)
     subgraph = (model.subgraphMetadata or [None])[0]
     if subgraph is None:
         return meta
@@ -195,9 +236,9 @@ def read_standard_metadata(raw: bytes, model_bytes: bytes) -> StandardMetadata:
     for tensor in (subgraph.outputTensorMetadata or [])[:1]:
         for file in tensor.associatedFiles or []:
             name = _text(file.name)
-            if file.type == fb.AssociatedFileType.TENSOR_AXIS_LABELS and name in files and not meta.label_file:
+            if file.type == fb.AssociatedFileType.TENSOR_AXIS_LABELS and name in names and not meta.label_file:
                 meta.label_file = name
-                text = files[name].decode("utf-8", "replace")
+                text = associated_files(model_bytes, {name}).get(name, b"").decode("utf-8", "replace")
                 meta.labels = [line.strip() for line in text.splitlines() if line.strip()]
     return meta
 
