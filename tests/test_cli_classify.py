@@ -188,12 +188,20 @@ def test_decoding_shared_with_the_calling_thread_keeps_order_and_bounds(tmp_path
     decoders, started, lock = set(), [], threading.Lock()
     original = decoding._decode
     read = [0]
+    caller_decoded = threading.Event()
 
     def spy(path, size, channels):
+        in_caller = threading.current_thread() is threading.main_thread()
         with lock:
             decoders.add(threading.current_thread().name)
             started.append((paths.index(path), read[0]))
-        time.sleep(0.002 if threading.current_thread() is threading.main_thread() else 0.001)
+        if in_caller:
+            caller_decoded.set()
+        else:
+            # Helpers hold their first images until the caller has decoded one, so the test does
+            # not depend on how the kernel schedules threads on a loaded machine (bounded wait).
+            caller_decoded.wait(10)
+        time.sleep(0.001)
         return original(path, size, channels)
 
     monkeypatch.setattr(decoding, "_decode", spy)
@@ -226,10 +234,16 @@ def test_a_helper_threads_unexpected_error_reaches_the_consumer(tmp_path, monkey
 
     paths = batch.collect_images([_many_images(tmp_path / "many", 30)])
     original, raised_in = decoding._decode, []
+    helper_failed = threading.Event()
 
     def fails_on_img_010(path, size, channels):
-        if path.name == "img_010.png":
+        if threading.current_thread() is threading.main_thread():
+            # The caller holds the one image it claimed until the helper has met img_010, so the
+            # error is the helper's however the kernel schedules the threads (bounded wait).
+            helper_failed.wait(10)
+        elif path.name == "img_010.png":
             raised_in.append(threading.current_thread().name)
+            helper_failed.set()
             raise MemoryError("out of memory")
         return original(path, size, channels)
 
