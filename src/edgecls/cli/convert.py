@@ -66,7 +66,8 @@ def convert(
     qat_batch_size: int = typer.Option(32, "--qat-batch-size", min=1, help="Batch size of QAT fine-tuning."),
     calibration_size: int = typer.Option(256, "--calibration-size", min=1, help="Class-balanced training images that calibrate int8 ranges."),
     max_drop: float = typer.Option(
-        1.0, "--max-drop", help="Parity gate: most accuracy points a full-integer file may lose against the float Keras model; exit 3 beyond."
+        1.0, "--max-drop", help="Parity gate: most accuracy points a full-integer file may lose against the float Keras model. "
+        "Judged with a 95% paired confidence interval: exit 3 when int8 is surely further behind, 4 when the test split is too small to tell."
     ),
     threads: Optional[int] = typer.Option(None, "--threads", "-t", min=1, help="Interpreter threads for parity and latency (default: min(4, cores))."),
     seed: int = typer.Option(1234, "--seed", help="Seed for the split of a model file, calibration sampling and QAT."),
@@ -80,8 +81,10 @@ def convert(
     ),
 ) -> None:
     """Convert a trained model to float32 and int8 TFLite (or other --mode), embed labels and metadata,
-    and prove every file on the test split. Exit 0: done, gate passed; 2: error; 3: an int8 file fell
-    more than --max-drop accuracy points behind float (files still written, marked failing)."""
+    and prove every file on the test split. Exit 0: done, gate passed; 2: error; 3: an int8 file is
+    more than --max-drop accuracy points behind float (its 95% interval lies below -max-drop; files
+    still written, marked failing); 4: inconclusive, the test split is too small to tell (the interval
+    straddles -max-drop; the verdict says how many test images would)."""
     from edgecls import convert_classifier
     from edgecls.cli.output import print_parity_report
 

@@ -132,16 +132,18 @@ def _convert_and_measure(converter: ModeConverter, row: ParityRow, report: Parit
     say(f"parity: {mode} on {len(test)} test images")
     # The interpreter reads labels and normalisation from metadata, as on the device.
     preliminary = embed(converted.model_bytes, model_metadata(report, row, output_kind))
-    measure(row, test.labels, report.labels, run_tflite(preliminary, test.images, options.threads), reference)
+    predictions = run_tflite(preliminary, test.images, options.threads)
+    measure(row, test.labels, report.labels, predictions, reference)
     reference_accuracy = report.reference.accuracy or 0.0
     row.accuracy_drop = 100.0 * (reference_accuracy - (row.accuracy or 0.0))
+    probabilities = predictions.probabilities
     if is_full_integer(mode):
         row.integer_only, row.float_ops = check.integer_only, check.describe_problems()
         if not check.integer_only:
             message = f"not integer-only, so it fails the gate: ops computing in float or not builtin: {row.float_ops}"
             notice(f"{mode}: {message}")
             row.notes.append(message)
-        apply_gate(row, reference_accuracy, options.max_drop)
+        apply_gate(row, test.labels, reference, probabilities, options.max_drop)
     if val is not None:
         from edgecls.convert.calibrate import calibrate_file
 

@@ -54,6 +54,14 @@ def _metrics(report: ParityReport, row: ParityRow) -> dict:
         "float_keras_accuracy": reference.accuracy,
         "accuracy_drop_points": row.accuracy_drop,
     }
+    if row.paired:  # the parity gate's evidence: int8 - float accuracy and its interval, points
+        metrics.update({
+            "int8_minus_float_points": row.paired["difference"],
+            "int8_minus_float_low_points": row.paired["low"],
+            "int8_minus_float_high_points": row.paired["high"],
+            "interval_confidence": row.paired["confidence"],
+            "discordant_images": row.paired["discordant"],
+        })  # fmt: skip
     return {key: _rounded(value) for key, value in metrics.items() if value is not None}
 
 

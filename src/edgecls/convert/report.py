@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from edgecls.convert.parity import GATE_FAILED, KERAS, ParityReport, ParityRow
+from edgecls.convert.parity import GATE_PASSED, KERAS, ParityReport, ParityRow
 from edgecls.files import write_json_atomic, write_text_atomic
 
 JSON_FILE = "parity.json"
@@ -21,12 +21,13 @@ COLUMNS = (
     ("macro AUC", True),
     ("agree", True),
     ("KL", True),
+    ("int8 - float [95% CI]", True),
     ("ms/img", True),
     ("int only", False),
     ("gate", False),
 )
 
-TERMINAL_HEADERS = {"accuracy": "acc", "bal. acc.": "bal acc", "macro AUC": "AUC", "size KB": "KB", "ms/img": "ms"}
+TERMINAL_HEADERS = {"int8 - float [95% CI]": "Δ acc [95% CI]", "accuracy": "acc", "bal. acc.": "bal acc", "macro AUC": "AUC", "size KB": "KB", "ms/img": "ms"}
 
 
 def table_rows(report: ParityReport) -> list[list[str]]:
@@ -36,7 +37,7 @@ def table_rows(report: ParityReport) -> list[list[str]]:
 
 def _cells(row: ParityRow, float32_size: int | None) -> list[str]:
     if row.error:
-        return [row.name, "-", "-", "-", "-", "-", "-", "-", "-", "-", "-", f"conversion failed: {row.error}"]
+        return [row.name, *["-"] * (len(COLUMNS) - 2), f"conversion failed: {row.error}"]
     ratio = f"{row.size_bytes / float32_size:.2f}" if row.size_bytes and float32_size else "-"
     size = f"{row.size_bytes / 1024:.1f}" if row.size_bytes else "-"
     integer = "-" if row.integer_only is None else ("yes" if row.integer_only else f"NO: {row.float_ops}")
@@ -50,10 +51,17 @@ def _cells(row: ParityRow, float32_size: int | None) -> list[str]:
         _number(row.macro_auc, 3),
         _percent(row.agreement),
         _number(row.mean_kl, 4),
+        difference_text(row),
         _number(row.latency_ms, 2),
         integer,
-        row.gate.upper() if row.gate == GATE_FAILED else (row.gate or "-"),
+        (row.gate if row.gate == GATE_PASSED else row.gate.upper()) if row.gate else "-",
     ]
+
+
+def difference_text(row: ParityRow) -> str:
+    """int8 - float accuracy in points with its interval, e.g. "-1.4 [-3.9, +0.8]"."""
+    p = row.paired
+    return f"{p['difference']:+.1f} [{p['low']:+.1f}, {p['high']:+.1f}]" if p else "-"
 
 
 def _percent(value: float | None) -> str:
@@ -89,8 +97,9 @@ def to_markdown(report: ParityReport) -> str:
         "",
         "accuracy, bal. acc. (balanced accuracy), macro AUC (one-vs-rest ROC AUC, averaged over classes): on the "
         "test split. agree: top-1 agreement with float Keras; KL: mean KL divergence from float Keras "
-        "(nats). x f32: size relative to model_float32.tflite. gate: full-integer files must be within "
-        f"{report.max_drop:g} accuracy point{'' if abs(report.max_drop) == 1 else 's'} of float Keras.",
+        "(nats). x f32: size relative to model_float32.tflite.",
+        "",
+        gate_explanation(report),
     ]
     lines += calibration_markdown(report)
     notes = report.notes + [f"{row.name}: {note}" for row in report.rows for note in row.notes]
@@ -103,6 +112,20 @@ def to_markdown(report: ParityReport) -> str:
             facts = [f"{key}: {value}" for key, value in row.details.items() if value not in (None, "") and value != row.name]
             lines.append(f"- {row.name}: " + (f"failed: {row.error}" if row.error else "; ".join(facts)))
     return "\n".join(lines) + "\n"
+
+
+def gate_explanation(report: ParityReport) -> str:
+    """What the gate column and the interval mean, for parity.md."""
+    from edgecls.convert.paired import METHOD
+
+    points = f"{report.max_drop:g} accuracy point{'' if abs(report.max_drop) == 1 else 's'}"
+    return (
+        "int8 - float: the file's accuracy minus float Keras's on the same test images, in points, with its "
+        f"95% confidence interval ({METHOD}). gate: full-integer files may lose at most {points} "
+        f"(`--max-drop`): passed when the interval's lower end is at or above -{report.max_drop:g}, FAILED "
+        f"(exit code 3) when its upper end is below it, INCONCLUSIVE (exit code 4) when it straddles it: the test "
+        "split is too small to tell. A file that computes in float where it should not fails whatever its accuracy."
+    )
 
 
 def calibration_line(row: ParityRow) -> str:
