@@ -96,6 +96,23 @@ class ConversionResult:
         table.index.name = "model"
         return table
 
+    @property
+    def layer_errors(self) -> pd.DataFrame:
+        """Per-layer quantization error of every full-integer file: one row per Keras layer (in
+        model order) and file (`mode`), comparing the int8 tensor with the float model's value at
+        the same point on validation images. `rmse_steps`: RMS error in int8 steps (rounding
+        alone: ~0.29); `relative_error`: RMS error / the float tensor's standard deviation;
+        `sqnr_db`; `clipped`: share of float values outside the int8 range; `added_error`: the
+        relative error the layer adds to its inputs' (what ranks the layers to blame)."""
+        from edgecls.convert.layer_error import COLUMNS
+
+        frames = [pd.DataFrame(row.layer_errors["rows"], columns=list(COLUMNS)).assign(mode=row.name)
+                  for row in self.report.rows if row.layer_errors]  # fmt: skip
+        if not frames:
+            return pd.DataFrame(columns=["mode", *COLUMNS])
+        table = pd.concat(frames, ignore_index=True)
+        return table[["mode", *COLUMNS]]
+
     def check(self) -> "ConversionResult":
         """Raise `EdgeclsError` when a mode failed to convert (exit code 2), `ParityGateFailed`
         when the parity gate failed (exit code 3) and `ParityGateInconclusive` when the test split

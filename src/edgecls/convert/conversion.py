@@ -21,7 +21,7 @@ from edgecls.convert.keras_model import as_float32, image_input_size, output_cla
 from edgecls.convert.modes import ModeConverter, is_full_integer, notice
 from edgecls.convert.options import MODE_HELP, ConvertOptions, output_file_name
 from edgecls.convert.parity import KERAS, ParityReport, ParityRow, Predictions, apply_gate, measure, run_tflite
-from edgecls.convert.report import write_report
+from edgecls.convert.report import LAYER_PLOT_PREFIX, write_report
 from edgecls.convert.samples import ConversionData
 from edgecls.convert.verify import check_ops
 from edgecls.data.split import SPLIT_FILE
@@ -108,10 +108,10 @@ def convert_model(
     for row in report.rows:
         if row.name in produced:
             row.size_bytes = write_model(output_dir / row.file, produced[row.name], model_metadata(report, row, output_kind))
-    write_report(report, output_dir)
+    written = write_report(report, output_dir)
     # --force: files of the earlier conversion that this one did not remake would now lie
     # beside a parity report that does not describe them.
-    for stale in set(earlier) - {output_dir / row.file for row in report.rows if row.file and row.size_bytes}:
+    for stale in set(earlier) - {output_dir / row.file for row in report.rows if row.file and row.size_bytes} - set(written):
         stale.unlink(missing_ok=True)
     return report
 
@@ -144,6 +144,7 @@ def _convert_and_measure(converter: ModeConverter, row: ParityRow, report: Parit
             notice(f"{mode}: {message}")
             row.notes.append(message)
         apply_gate(row, test.labels, reference, probabilities, options.max_drop)
+        _layer_errors(converter, row, converted.model_bytes, val, say)
     if val is not None:
         from edgecls.convert.calibrate import calibrate_file
 
@@ -151,6 +152,41 @@ def _convert_and_measure(converter: ModeConverter, row: ParityRow, report: Parit
         row.calibration = calibrate_file(preliminary, val, test, report.labels, groups or {}, options.target_sensitivity,
                                          options.threads, measure_tta=is_full_integer(mode)).to_dict()  # fmt: skip
     return converted.model_bytes
+
+
+LAYER_ERROR_IMAGES = 64  # enough for stable per-layer RMSEs; every tensor of each is kept in memory
+
+
+def _layer_errors(converter: ModeConverter, row: ParityRow, model_bytes: bytes, val, say) -> None:
+    """The per-layer error table of a full-integer file, on validation images (else the
+    calibration sample); the worst layers named when the file is at risk of failing the gate:
+    failed, inconclusive, or within the interval but more than half the allowed drop behind."""
+    from edgecls.convert.layer_error import measure_layer_errors
+    from edgecls.convert.samples import class_balanced_sample
+
+    model = converter.integer_model[0]
+    if not hasattr(model, "layers"):  # a graph-only SavedModel: no Keras layers to name
+        row.notes.append("no per-layer error report: the model has no Keras layers")
+        return
+    if val is not None and len(val):
+        source, picked = "validation", class_balanced_sample(val.labels, LAYER_ERROR_IMAGES, converter.options.seed)
+        images = val.images[picked]
+    else:
+        source, images = "calibration", converter.calibration.images[:LAYER_ERROR_IMAGES]
+    say(f"per-layer error: {row.name} on {len(images)} {source} images")
+    try:
+        errors = measure_layer_errors(model, model_bytes, images, converter.data.normalization, row.name, source)
+    except (ValueError, RuntimeError) as exc:  # an interpreter or Keras graph this cannot follow
+        message = f"no per-layer error report ({exc.__class__.__name__}: {str(exc).splitlines()[0][:160] if str(exc) else ''})"
+        notice(f"{row.name}: {message}")
+        row.notes.append(message)
+        return
+    row.layer_errors = errors.to_dict()
+    at_risk = row.gate != "passed" or (row.accuracy_drop or 0.0) > converter.options.max_drop / 2
+    if at_risk and errors.worst():
+        message = f"layers adding most quantization error: {errors.describe_worst()}"
+        notice(f"{row.name}: {message}")
+        row.notes.append(message)
 
 
 def _calibration_data(data: ConversionData, labels: list[str], options: ConvertOptions, report: ParityReport):
@@ -172,7 +208,7 @@ def _calibration_data(data: ConversionData, labels: list[str], options: ConvertO
 
 def check_output_dir(output_dir: Path, force: bool) -> list[Path]:
     """The `.tflite` files of an earlier conversion in `output_dir`; refused unless --force."""
-    earlier = sorted(output_dir.glob("model_*.tflite")) if output_dir.is_dir() else []
+    earlier = sorted([*output_dir.glob("model_*.tflite"), *output_dir.glob(f"{LAYER_PLOT_PREFIX}*.png")]) if output_dir.is_dir() else []
     if (earlier or (output_dir / "parity.json").exists()) and not force:
         shown = ", ".join(p.name for p in [*earlier, output_dir / "parity.json"][:3])
         raise EdgeclsError(f"{output_dir} already holds a conversion ({shown}); pass --force to replace it, or --output elsewhere")

@@ -73,6 +73,10 @@ class LayerErrors:
         return ", ".join(f"{r['layer']} (relative error {r['relative_error']:.2f}, {r['rmse_steps']:.2f} int8 steps)" for r in worst)
 
 
+def errors_from_dict(doc: dict[str, Any]) -> LayerErrors:
+    return LayerErrors(doc["mode"], doc["images"], doc["image_source"], list(doc["rows"]), list(doc.get("unmapped", [])))
+
+
 def layer_names(model) -> list[str]:
     return [layer.name for layer in model.layers if type(layer).__name__ != "InputLayer"]
 
@@ -273,7 +277,7 @@ def _errors(name: str, point: str, kind: str, detail: dict, reference: np.ndarra
         "scale": float(scale),
         "rmse_steps": math.sqrt(mse) / scale,
         "relative_error": math.sqrt(mse) / spread if spread > 0 else None,
-        "sqnr_db": (10 * math.log10(power / mse) if mse > 0 else math.inf) if power > 0 else None,
+        "sqnr_db": 10 * math.log10(power / mse) if mse > 0 and power > 0 else None,  # None: exact, or no signal
         "clipped": float(np.mean((reference < low - scale / 2) | (reference > high + scale / 2))),
         "added_error": None,
         "tensor": detail["name"],
@@ -315,7 +319,7 @@ def markdown_table(errors: LayerErrors) -> list[str]:
 def _num(value, digits: int) -> str:
     if value is None:
         return "-"
-    return "inf" if value == math.inf else f"{value:.{digits}f}"
+    return f"{value:.{digits}f}"
 
 
 def plot_layer_errors(errors: LayerErrors, path: Path) -> Path:

@@ -87,6 +87,8 @@ class ParityRow:
     # paired.PairedDifference.to_dict(): int8-minus-float accuracy with its confidence interval.
     paired: dict[str, Any] = field(default_factory=dict)
     images_to_resolve: int | None = None  # inconclusive: test images that would settle the gate
+    # layer_error.LayerErrors.to_dict(): per Keras layer, the int8 tensor's error against float.
+    layer_errors: dict[str, Any] = field(default_factory=dict)
     error: str | None = None  # the conversion failed; no file
     notes: list[str] = field(default_factory=list)
     details: dict[str, Any] = field(default_factory=dict)  # QAT epochs, calibration, rewrites

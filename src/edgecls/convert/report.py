@@ -9,6 +9,7 @@ from edgecls.files import write_json_atomic, write_text_atomic
 
 JSON_FILE = "parity.json"
 MARKDOWN_FILE = "parity.md"
+LAYER_PLOT_PREFIX = "layer_error_"
 
 COLUMNS = (
     # (header, right-aligned)
@@ -102,6 +103,7 @@ def to_markdown(report: ParityReport) -> str:
         gate_explanation(report),
     ]
     lines += calibration_markdown(report)
+    lines += layer_error_markdown(report)
     notes = report.notes + [f"{row.name}: {note}" for row in report.rows for note in row.notes]
     if notes:
         lines += ["", "## Notes", ""] + [f"- {note}" for note in notes]
@@ -191,7 +193,29 @@ def normalization_text(report: ParityReport) -> str:
     return f"{norm.get('description')}{values}; {norm.get('source') or 'edgecls convention'}"
 
 
-def write_report(report: ParityReport, output_dir: Path) -> tuple[Path, Path]:
-    json_path = write_json_atomic(output_dir / JSON_FILE, report.to_dict())
-    markdown_path = write_text_atomic(output_dir / MARKDOWN_FILE, to_markdown(report))
-    return json_path, markdown_path
+def layer_plot_name(row: ParityRow) -> str:
+    return f"{LAYER_PLOT_PREFIX}{row.name}.png"
+
+
+def layer_error_markdown(report: ParityReport) -> list[str]:
+    from edgecls.convert.layer_error import errors_from_dict, markdown_table
+
+    lines = []
+    for row in report.rows:
+        if row.layer_errors:
+            lines += ["", f"## Per-layer quantization error: {row.file or row.name}", ""]
+            lines += markdown_table(errors_from_dict(row.layer_errors))
+            lines += ["", f"![per-layer error, {row.name}]({layer_plot_name(row)})"]
+    return lines
+
+
+def write_report(report: ParityReport, output_dir: Path) -> list[Path]:
+    """parity.json, parity.md and one per-layer error plot per full-integer file; the paths written."""
+    from edgecls.convert.layer_error import errors_from_dict, plot_layer_errors
+
+    written = [output_dir / layer_plot_name(row) for row in report.rows if row.layer_errors]
+    for row, path in zip([row for row in report.rows if row.layer_errors], written):
+        plot_layer_errors(errors_from_dict(row.layer_errors), path)
+    written.append(write_json_atomic(output_dir / JSON_FILE, report.to_dict()))
+    written.append(write_text_atomic(output_dir / MARKDOWN_FILE, to_markdown(report)))
+    return written
