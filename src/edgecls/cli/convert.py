@@ -76,6 +76,16 @@ def convert(
     group: Optional[str] = typer.Option(
         None, "--group", help="A class group reported as one, e.g. malignant=mel,bcc,akiec (default: the dataset's malignant classes, when edgecls knows them)."
     ),
+    keep_float: Optional[List[str]] = typer.Option(
+        None, "--keep-float", help="Keras layer names (repeatable or comma-separated) computed in float inside the otherwise int8 "
+        "post-training file (with --mode float32,ptq-int8); the parity report's per-layer table says which layers lose most.",
+        show_default=False,
+    ),
+    auto_keep_float: bool = typer.Option(
+        False, "--auto-keep-float", help="When the post-training int8 file does not pass the gate, keep its worst layer float, "
+        "re-measure, and repeat (up to --auto-keep-float-limit layers) until it passes."
+    ),
+    auto_keep_float_limit: int = typer.Option(3, "--auto-keep-float-limit", min=1, help="Most layers --auto-keep-float keeps float."),
     target_sensitivity: float = typer.Option(
         0.90, "--target-sensitivity", help="The group's operating point: the most specific threshold that flags at least this share of its validation images."
     ),
@@ -104,6 +114,9 @@ def convert(
         input_range=input_range,
         groups=_parse_group(group) if group else None,
         target_sensitivity=target_sensitivity,
+        keep_float=tuple(keep_float or ()),
+        auto_keep_float=auto_keep_float,
+        auto_keep_float_limit=auto_keep_float_limit,
     )
     with quiet_native_stderr():
         result = convert_classifier(source, options, data=data, labels=labels, output=output, data_format=data_format,

@@ -19,8 +19,8 @@ import edgecls
 from edgecls.convert.export import embed, model_metadata, write_model
 from edgecls.convert.keras_model import as_float32, image_input_size, output_classes, outputs_probabilities
 from edgecls.convert.modes import ModeConverter, is_full_integer, notice
-from edgecls.convert.options import MODE_HELP, ConvertOptions, output_file_name
-from edgecls.convert.parity import KERAS, ParityReport, ParityRow, Predictions, apply_gate, measure, run_tflite
+from edgecls.convert.options import MODE_HELP, PTQ_INT8, ConvertOptions, output_file_name
+from edgecls.convert.parity import GATE_PASSED, KERAS, ParityReport, ParityRow, Predictions, apply_gate, measure, run_tflite
 from edgecls.convert.report import LAYER_PLOT_PREFIX, write_report
 from edgecls.convert.samples import ConversionData
 from edgecls.convert.verify import check_ops
@@ -66,6 +66,7 @@ def convert_model(
     earlier = check_output_dir(output_dir, options.force)
     imported = _imported(model, options, normalization)
     model = as_float32(imported.model)
+    _check_keep_float(model, options.keep_float)
     image_size = image_input_size(model)
     labels = list(labels if labels is not None else dataset.labels)
     if len(labels) != output_classes(model):
@@ -100,7 +101,11 @@ def convert_model(
     for mode in options.modes:
         row = ParityRow(mode, MODE_HELP[mode], file=output_file_name(mode, options.modes))
         report.rows.append(row)
-        model_bytes = _convert_and_measure(converter, row, report, test, reference, output_kind, say, val, groups)
+        model_bytes = _convert_and_measure(converter, row, report, test, reference, output_kind, say, val, groups,
+                                           keep_float=options.keep_float if mode == PTQ_INT8 else ())  # fmt: skip
+        if options.auto_keep_float and mode == PTQ_INT8 and model_bytes is not None and row.gate != GATE_PASSED:
+            row, model_bytes = _auto_keep_float(converter, row, model_bytes, report, test, reference, output_kind, say, val, groups)
+            report.rows[-1] = row
         if model_bytes is not None:
             produced[mode] = model_bytes
 
@@ -116,18 +121,78 @@ def convert_model(
     return report
 
 
+def _check_keep_float(model, keep_float: Sequence[str]) -> None:
+    """--keep-float names layers of the model (checked before minutes of conversion)."""
+    if not keep_float:
+        return
+    from edgecls.convert.converter import layer_names
+
+    names = layer_names(model) if hasattr(model, "layers") else []
+    unknown = [name for name in keep_float if name not in names]
+    if unknown:
+        shown = ", ".join(names[:12]) + (", ..." if len(names) > 12 else "")
+        raise EdgeclsError(f"--keep-float: no layer named {', '.join(unknown)} in the model (its layers: {shown or 'none'})")
+
+
+def _auto_keep_float(converter: ModeConverter, row: ParityRow, model_bytes: bytes, report: ParityReport, test, reference,
+                     output_kind: str, say, val, groups) -> tuple[ParityRow, bytes]:  # fmt: skip
+    """Keep the layer adding most quantization error float, re-measure, and repeat until the
+    file passes the gate or `auto_keep_float_limit` layers are float. Returns the first passing
+    file's row and bytes; when none passes, the all-int8 file's, naming what was tried."""
+    from edgecls.convert.layer_error import errors_from_dict
+
+    options = converter.options
+    steps = [_step(row, model_bytes)]
+    kept = list(options.keep_float)
+    current = row
+    while current.gate != GATE_PASSED and len(kept) < options.auto_keep_float_limit + len(options.keep_float):
+        if not current.layer_errors:
+            break
+        ranked = errors_from_dict(current.layer_errors).worst(count=len(current.layer_errors["rows"]))
+        candidates = [r["layer"] for r in ranked if r["layer"] not in kept]
+        if not candidates:
+            break
+        kept.append(candidates[0])
+        say(f"--auto-keep-float: {row.name} with {', '.join(kept)} float")
+        trial = ParityRow(row.name, row.description, file=row.file)
+        trial_bytes = _convert_and_measure(converter, trial, report, test, reference, output_kind, say, val, groups, keep_float=tuple(kept))
+        if trial_bytes is None:
+            steps.append({"float_layers": list(kept), "error": trial.error})
+            break
+        steps.append(_step(trial, trial_bytes))
+        current = trial
+        if trial.gate == GATE_PASSED:
+            trial.keep_float_steps = steps
+            trial.notes.append(f"--auto-keep-float: passes the gate with {', '.join(kept)} float ({len(steps) - 1} layer(s) added)")
+            return trial, trial_bytes
+    tried = "; ".join(", ".join(s["float_layers"]) or "all int8" for s in steps)
+    message = f"--auto-keep-float: no file passed the gate with up to {options.auto_keep_float_limit} float layers (tried: {tried}); the all-int8 file is written"
+    notice(f"{row.name}: {message}")
+    row.notes.append(message)
+    row.keep_float_steps = steps
+    return row, model_bytes
+
+
+def _step(row: ParityRow, model_bytes: bytes) -> dict:
+    return {"float_layers": list(row.float_layers), "accuracy": row.accuracy, "accuracy_drop": row.accuracy_drop,
+            "low": row.paired.get("low"), "high": row.paired.get("high"), "gate": row.gate, "size_bytes": len(model_bytes),
+            "latency_ms": row.latency_ms}  # fmt: skip
+
+
 def _convert_and_measure(converter: ModeConverter, row: ParityRow, report: ParityReport, test, reference: np.ndarray,
-                         output_kind: str, say, val=None, groups: dict | None = None) -> bytes | None:  # fmt: skip
+                         output_kind: str, say, val=None, groups: dict | None = None,
+                         keep_float: tuple[str, ...] = ()) -> bytes | None:  # fmt: skip
     """Convert one mode and fill its row; None (and row.error) when it cannot be converted."""
     mode, options = row.name, converter.options
     try:
-        converted = converter.convert(mode)
+        converted = converter.convert(mode, keep_float) if keep_float else converter.convert(mode)
     except EdgeclsError as exc:
         row.error, row.file = str(exc), None
         notice(f"{mode}: not written: {exc}")
         return None
     row.details, row.notes = converted.details, converted.notes
-    check = check_ops(converted.model_bytes)
+    check = check_ops(converted.model_bytes, keep_float)
+    row.float_layers = check.float_layers
     row.input_type, row.op_counts = check.input_type, check.op_counts
     say(f"parity: {mode} on {len(test)} test images")
     # The interpreter reads labels and normalisation from metadata, as on the device.
@@ -182,7 +247,7 @@ def _layer_errors(converter: ModeConverter, row: ParityRow, model_bytes: bytes, 
         row.notes.append(message)
         return
     row.layer_errors = errors.to_dict()
-    at_risk = row.gate != "passed" or (row.accuracy_drop or 0.0) > converter.options.max_drop / 2
+    at_risk = row.gate != GATE_PASSED or (row.accuracy_drop or 0.0) > converter.options.max_drop / 2
     if at_risk and errors.worst():
         message = f"layers adding most quantization error: {errors.describe_worst()}"
         notice(f"{row.name}: {message}")

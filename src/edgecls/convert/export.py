@@ -73,7 +73,9 @@ def _provenance(report: ParityReport, row: ParityRow) -> dict:
         "conversion_mode": row.name,
         "parity_gate": row.gate or "not gated",
         "max_drop_points": report.max_drop if row.gate else None,
-        "integer_only": row.integer_only,
+        # A mixed file (--keep-float) is not integer-only, though the gate accepts its declared float layers.
+        "integer_only": row.integer_only and not row.float_layers if row.integer_only is not None else None,
+        "mixed_precision": "int8 with float layers: " + ", ".join(row.float_layers) if row.float_layers else None,
         "input_normalization": _normalization_source(report),
     }
     provenance.update({key: value for key, value in row.details.items() if key != "quantization"})

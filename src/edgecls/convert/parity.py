@@ -89,6 +89,9 @@ class ParityRow:
     images_to_resolve: int | None = None  # inconclusive: test images that would settle the gate
     # layer_error.LayerErrors.to_dict(): per Keras layer, the int8 tensor's error against float.
     layer_errors: dict[str, Any] = field(default_factory=dict)
+    float_layers: list[str] = field(default_factory=list)  # --keep-float: layers computed in float
+    # --auto-keep-float: each file tried, {float_layers, accuracy, accuracy_drop, low, high, gate, size_bytes, latency_ms}.
+    keep_float_steps: list[dict[str, Any]] = field(default_factory=list)
     error: str | None = None  # the conversion failed; no file
     notes: list[str] = field(default_factory=list)
     details: dict[str, Any] = field(default_factory=dict)  # QAT epochs, calibration, rewrites

@@ -42,6 +42,8 @@ def _cells(row: ParityRow, float32_size: int | None) -> list[str]:
     ratio = f"{row.size_bytes / float32_size:.2f}" if row.size_bytes and float32_size else "-"
     size = f"{row.size_bytes / 1024:.1f}" if row.size_bytes else "-"
     integer = "-" if row.integer_only is None else ("yes" if row.integer_only else f"NO: {row.float_ops}")
+    if row.float_layers and row.integer_only:
+        integer = f"mixed: {', '.join(row.float_layers)} float"
     return [
         row.name,
         row.file or ("(reference)" if row.name == KERAS else "-"),
@@ -103,6 +105,7 @@ def to_markdown(report: ParityReport) -> str:
         gate_explanation(report),
     ]
     lines += calibration_markdown(report)
+    lines += keep_float_markdown(report)
     lines += layer_error_markdown(report)
     notes = report.notes + [f"{row.name}: {note}" for row in report.rows for note in row.notes]
     if notes:
@@ -191,6 +194,25 @@ def normalization_text(report: ParityReport) -> str:
     norm = report.input_normalization or {"description": "pixel / 255 (0..1)", "source": "edgecls convention"}
     values = f" (mean {norm['mean']}, std {norm['std']})" if "mean" in norm else ""
     return f"{norm.get('description')}{values}; {norm.get('source') or 'edgecls convention'}"
+
+
+def keep_float_markdown(report: ParityReport) -> list[str]:
+    """--auto-keep-float: every file tried, all int8 first."""
+    lines = []
+    for row in report.rows:
+        if not row.keep_float_steps:
+            continue
+        lines += ["", f"## --auto-keep-float: {row.file or row.name}", "",
+                  "| float layers | accuracy | int8 - float [95% CI] | gate | size KB | ms/img |", "|---|---:|---:|---|---:|---:|"]  # fmt: skip
+        for step in row.keep_float_steps:
+            layers = ", ".join(step["float_layers"]) or "(all int8)"
+            if step.get("error"):
+                lines.append(f"| {layers} | - | - | conversion failed: {step['error']} | - | - |")
+                continue
+            interval = f"{-step['accuracy_drop']:+.1f} [{step['low']:+.1f}, {step['high']:+.1f}]"
+            lines.append(f"| {layers} | {_percent(step['accuracy'])} | {interval} | {step['gate']} | "
+                         f"{step['size_bytes'] / 1024:.1f} | {_number(step['latency_ms'], 2)} |")  # fmt: skip
+    return lines
 
 
 def layer_plot_name(row: ParityRow) -> str:
