@@ -516,7 +516,7 @@ def test_cli_converts_a_run_folder_by_default_to_float32_and_qat(run_folder, tmp
     result = cli(run_folder, "--output", tmp_path / "out", "--qat-epochs", "1", "--max-drop", "100", "-q")
     assert result.exit_code == 0, result.output
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == [
-        "model_float32.tflite", "model_int8.tflite", "parity.json", "parity.md"]  # fmt: skip
+        "layer_error_qat.png", "model_float32.tflite", "model_int8.tflite", "parity.json", "parity.md"]  # fmt: skip
     assert "parity gate passed" in result.stdout
     meta = read_metadata((tmp_path / "out" / "model_int8.tflite").read_bytes())
     assert meta.quantization == "qat" and meta.provenance["qat_epochs"] == 1

@@ -26,6 +26,7 @@ this layer adds to that of the layers feeding it: what ranks the layers to blame
 from __future__ import annotations
 
 import math
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -75,10 +76,6 @@ class LayerErrors:
 
 def errors_from_dict(doc: dict[str, Any]) -> LayerErrors:
     return LayerErrors(doc["mode"], doc["images"], doc["image_source"], list(doc["rows"]), list(doc.get("unmapped", [])))
-
-
-def layer_names(model) -> list[str]:
-    return [layer.name for layer in model.layers if type(layer).__name__ != "InputLayer"]
 
 
 def name_layers(tensor_name: str, known: dict[str, int]) -> list[tuple[str, list[str]]]:
@@ -169,37 +166,52 @@ def reference_model(model, points: list[tuple[str, str]]):
     return keras.Model(model.inputs, outputs)
 
 
+CHUNK = 8  # images per Keras batch: every layer's output of a chunk is held at once
+
+
 def measure_layer_errors(model, model_bytes: bytes, images: np.ndarray, normalization: InputNormalization, mode: str,
                          image_source: str = "validation") -> LayerErrors:  # fmt: skip
     """Compare every int8 activation tensor of `model_bytes` with `model`'s float value there, on
-    uint8 `images` (N, H, W, 3)."""
+    uint8 `images` (N, H, W, 3). Streams: sums are kept per tensor, a few images' tensors at once."""
     from edgecls.edge_runtime.interpreter import find_interpreter
 
     if not len(images):
         raise EdgeclsError("the per-layer error report needs images (validation or calibration)")
     interpreter_class, _ = find_interpreter()
-    interpreter = interpreter_class(model_content=model_bytes, experimental_preserve_all_tensors=True)
+    with warnings.catch_warnings():  # "intended for debugging purposes only": that is the use here
+        warnings.filterwarnings("ignore", message=".*experimental_preserve_all_tensors.*")
+        interpreter = interpreter_class(model_content=model_bytes, experimental_preserve_all_tensors=True)
     interpreter.allocate_tensors()
     details = interpreter.get_tensor_details()
     produced = _op_outputs(interpreter)
     activations = [d for d in details if d["index"] in produced and d["dtype"] == np.int8 and _scale(d) > 0]
     mapped = map_tensors(model, activations)
-    points = [p for p in _model_order(model, mapped)]
     result = LayerErrors(mode, len(images), image_source)
     claimed = {detail["index"] for detail in mapped.values()}
     result.unmapped = [d["name"] for d in activations if d["index"] not in claimed]
+    points = _model_order(model, mapped)
     if not points:
         return result
-    floats = reference_model(model, points).predict(normalization.apply(images), verbose=0, batch_size=32)
-    floats = floats if isinstance(floats, list) else [floats]
-    quantized = _run_int8(interpreter, images, normalization, [mapped[p]["index"] for p in points])
+    reference = reference_model(model, points)
+    shapes = [tuple(int(d) for d in output.shape[1:]) for output in reference.outputs]
+    comparable = [i for i, p in enumerate(points) if tuple(mapped[p]["shape"][1:]) == shapes[i]]
+    result.unmapped += [mapped[points[i]]["name"] for i in range(len(points)) if i not in comparable]
+    sums = [_Sums() for _ in points]
+    for start in range(0, len(images), CHUNK):
+        chunk = images[start : start + CHUNK]
+        floats = reference(normalization.apply(chunk).astype(np.float32), training=False)
+        floats = [np.asarray(f) for f in (floats if isinstance(floats, (list, tuple)) else [floats])]
+        for position, image in enumerate(chunk):
+            _invoke(interpreter, image, normalization)
+            for i in comparable:
+                detail = mapped[points[i]]
+                scale, zero_point = detail["quantization"]
+                values = (interpreter.get_tensor(detail["index"]).astype(np.float64) - zero_point) * scale
+                sums[i].add(np.asarray(floats[i][position], np.float64), values[0], scale, zero_point)
     relative: dict[str, float] = {}
-    for (name, point), reference, values in zip(points, floats, quantized):
-        detail = mapped[(name, point)]
-        if tuple(reference.shape[1:]) != tuple(values.shape[1:]):
-            result.unmapped.append(detail["name"])
-            continue
-        row = _errors(name, point, type(model.get_layer(name)).__name__, detail, np.asarray(reference, np.float64), values)
+    for i in comparable:
+        (name, point), detail = points[i], mapped[points[i]]
+        row = sums[i].row(name, point, type(model.get_layer(name)).__name__, detail, shapes[i])
         result.rows.append(row)
         if point == "output":
             relative[name] = row["relative_error"]
@@ -207,6 +219,42 @@ def measure_layer_errors(model, model_bytes: bytes, images: np.ndarray, normaliz
         upstream = _upstream_errors(model.get_layer(row["layer"]), relative)
         row["added_error"] = None if row["relative_error"] is None else row["relative_error"] - upstream
     return result
+
+
+class _Sums:
+    """Running sums of one tensor's float values and int8 errors over images."""
+
+    def __init__(self):
+        self.count = 0
+        self.error2 = self.total = self.total2 = 0.0
+        self.clipped = 0
+
+    def add(self, reference: np.ndarray, values: np.ndarray, scale: float, zero_point: int) -> None:
+        low, high = (-128 - zero_point) * scale, (127 - zero_point) * scale
+        self.count += reference.size
+        self.error2 += float(np.sum((values - reference) ** 2))
+        self.total += float(np.sum(reference))
+        self.total2 += float(np.sum(reference**2))
+        self.clipped += int(np.sum((reference < low - scale / 2) | (reference > high + scale / 2)))
+
+    def row(self, name: str, point: str, kind: str, detail: dict, shape: tuple[int, ...]) -> dict[str, Any]:
+        scale = float(detail["quantization"][0])
+        mse = self.error2 / self.count
+        power = self.total2 / self.count
+        spread = math.sqrt(max(power - (self.total / self.count) ** 2, 0.0))
+        return {
+            "layer": name,
+            "type": kind,
+            "point": point,
+            "shape": "x".join(str(d) for d in shape),
+            "scale": scale,
+            "rmse_steps": math.sqrt(mse) / scale,
+            "relative_error": math.sqrt(mse) / spread if spread > 0 else None,
+            "sqnr_db": 10 * math.log10(power / mse) if mse > 0 and power > 0 else None,  # None: exact, or no signal
+            "clipped": self.clipped / self.count,
+            "added_error": None,
+            "tensor": detail["name"],
+        }
 
 
 def _model_order(model, mapped: dict) -> list[tuple[str, str]]:
@@ -241,53 +289,15 @@ def _scale(detail: dict) -> float:
     return float(scales[0]) if len(scales) == 1 else 0.0
 
 
-def _run_int8(interpreter, images: np.ndarray, normalization: InputNormalization, indices: list[int]) -> list[np.ndarray]:
+def _invoke(interpreter, image: np.ndarray, normalization: InputNormalization) -> None:
+    """One uint8 image through the int8 file, its input quantized as the file's input says."""
     (input_detail,) = interpreter.get_input_details()
     scale, zero_point = input_detail["quantization"]
-    dtype = input_detail["dtype"]
-    info = np.iinfo(dtype)
-    collected: list[list[np.ndarray]] = [[] for _ in indices]
-    for image in images:
-        x = normalization.apply(image[None]).astype(np.float64)
-        q = np.clip(np.round(x / scale) + zero_point, info.min, info.max).astype(dtype)
-        interpreter.set_tensor(input_detail["index"], q)
-        interpreter.invoke()
-        for values, index in zip(collected, indices):
-            values.append(interpreter.get_tensor(index).copy())
-    details = {d["index"]: d for d in interpreter.get_tensor_details()}
-    dequantized = []
-    for values, index in zip(collected, indices):
-        s, zp = details[index]["quantization"]
-        dequantized.append((np.concatenate(values).astype(np.float64) - zp) * s)
-    return dequantized
-
-
-def _errors(name: str, point: str, kind: str, detail: dict, reference: np.ndarray, values: np.ndarray) -> dict[str, Any]:
-    scale, zero_point = detail["quantization"]
-    error = values - reference
-    mse = float(np.mean(error**2))
-    power = float(np.mean(reference**2))
-    spread = float(np.std(reference))
-    low, high = (-128 - zero_point) * scale, (127 - zero_point) * scale
-    return {
-        "layer": name,
-        "type": kind,
-        "point": point,
-        "shape": "x".join(str(d) for d in reference.shape[1:]),
-        "scale": float(scale),
-        "rmse_steps": math.sqrt(mse) / scale,
-        "relative_error": math.sqrt(mse) / spread if spread > 0 else None,
-        "sqnr_db": 10 * math.log10(power / mse) if mse > 0 and power > 0 else None,  # None: exact, or no signal
-        "clipped": float(np.mean((reference < low - scale / 2) | (reference > high + scale / 2))),
-        "added_error": None,
-        "tensor": detail["name"],
-    }
-
-
-def to_frame(errors: LayerErrors):
-    import pandas as pd
-
-    return pd.DataFrame(errors.rows, columns=list(COLUMNS))
+    info = np.iinfo(input_detail["dtype"])
+    x = normalization.apply(image[None]).astype(np.float64)
+    q = np.clip(np.round(x / scale) + zero_point, info.min, info.max).astype(input_detail["dtype"])
+    interpreter.set_tensor(input_detail["index"], q)
+    interpreter.invoke()
 
 
 def markdown_table(errors: LayerErrors) -> list[str]:
