@@ -141,7 +141,7 @@ def test_conversion_result_check_raises_the_verdicts_error(float_only, verdict, 
     with pytest.raises(error) as excinfo:
         result.check()
     message = str(excinfo.value)
-    assert message == report.verdict and "interval [" in message
+    assert message == report.verdict and "interval of int8 - float [" in message
     if verdict == "inconclusive":
         assert "INCONCLUSIVE" in message and "test images would" in message and "--test-fraction" in message
         assert str(report.rows[1].images_to_resolve) in message

@@ -122,7 +122,8 @@ def convert(
         result = convert_classifier(source, options, data=data, labels=labels, output=output, data_format=data_format,
                                     split=split, progress=not quiet)  # fmt: skip
     print_parity_report(result.report)
-    typer.echo(f"wrote {result.output_dir}: " + ", ".join(path.name for path in result.files.values()) + ", parity.json, parity.md")
+    plots = sorted(path.name for path in result.output_dir.glob("layer_error_*.png"))
+    typer.echo(f"wrote {result.output_dir}: " + ", ".join([*(path.name for path in result.files.values()), "parity.json", "parity.md", *plots]))
     result.check()
 
 

@@ -342,11 +342,14 @@ def plot_layer_errors(errors: LayerErrors, path: Path) -> Path:
     fig = Figure(figsize=(max(6.0, 0.35 * len(rows) + 2), 4.0), dpi=110, layout="constrained")
     ax = fig.add_subplot()
     x = np.arange(len(rows))
-    relative = np.array([max(r["relative_error"], 1e-6) for r in rows])
-    added = np.array([max(r["added_error"] or 0.0, 1e-6) for r in rows])
-    ax.bar(x - 0.2, relative, 0.4, label="relative error")
-    ax.bar(x + 0.2, added, 0.4, label="added by the layer")
+    relative = np.array([r["relative_error"] for r in rows])
+    added = np.array([r["added_error"] or 0.0 for r in rows])
+    positive = np.concatenate([relative[relative > 0], added[added > 0]])
+    floor = float(positive.min()) / 3 if len(positive) else 1e-6  # bars rise from here on the log axis
+    ax.bar(x - 0.2, np.where(relative > 0, relative - floor, np.nan), 0.4, bottom=floor, label="relative error")
+    ax.bar(x + 0.2, np.where(added > 0, added - floor, np.nan), 0.4, bottom=floor, label="added by the layer")  # none added: no bar
     ax.set_yscale("log")
+    ax.set_ylim(bottom=floor)
     ax.set_xticks(x, [f"{r['layer']}{' (pre-act.)' if r['point'] != 'output' else ''}" for r in rows], rotation=60, ha="right", fontsize=8)
     ax.set_ylabel("RMSE / float std")
     ax.set_title(f"{errors.mode}: int8 vs float per layer ({errors.images} {errors.image_source} images)")

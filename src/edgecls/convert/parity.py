@@ -227,11 +227,10 @@ def _percent(value: float | None) -> str:
 
 def _measured(row: ParityRow) -> str:
     paired = row.paired
-    interval = ""
-    if paired:
-        interval = (f", int8 - float {paired['difference']:+.1f} points, {100 * paired['confidence']:.0f}% interval "
-                    f"[{paired['low']:+.1f}, {paired['high']:+.1f}]")  # fmt: skip
-    return f"{row.name} {_percent(row.accuracy)} ({_signed_drop(row.accuracy_drop)}{interval})"
+    if not paired:
+        return f"{row.name} {_percent(row.accuracy)} ({_signed_drop(row.accuracy_drop)})"
+    return (f"{row.name} {_percent(row.accuracy)} ({_signed_drop(row.accuracy_drop)}; {100 * paired['confidence']:.0f}% interval "
+            f"of int8 - float [{paired['low']:+.1f}, {paired['high']:+.1f}] points)")  # fmt: skip
 
 
 REMEDY = (
