@@ -125,7 +125,7 @@ def test_post_training_int8_fails_the_gate_and_the_report_blames_the_fragile_lay
     assert saved["rows"][2]["layer_errors"]["worst"][0] == "fragile"
 
 
-def test_keep_float_on_the_blamed_layer_passes_and_the_file_says_it_is_mixed(fragile):
+def test_keep_float_on_the_blamed_layer_passes_and_the_file_says_it_is_mixed(fragile, colours):
     from edgecls import Classifier
     from edgecls.convert.verify import check_ops
 
@@ -148,6 +148,9 @@ def test_keep_float_on_the_blamed_layer_passes_and_the_file_says_it_is_mixed(fra
     image = np.zeros((SIZE, SIZE, 3), np.uint8)
     image[..., 0] = 230
     assert clf.labels == LABELS and clf.classify(image).label == "red"
+    red = sorted(colours[0].glob("red/*.png"))[0]
+    classified = runner.invoke(app, ["classify", "--model", str(kept_dir / "model_int8.tflite"), str(red), "--format", "json"])
+    assert classified.exit_code == 0 and json.loads(classified.stdout)[0]["label"] == "red", classified.output
     info = runner.invoke(app, ["info", str(kept_dir / "model_int8.tflite")])
     assert info.exit_code == 0 and "mixed" in info.output and "fragile" in info.output
 
