@@ -64,11 +64,12 @@ def test_one_flip_on_a_small_split_is_inconclusive_and_says_what_would_settle_it
     # At that many images with the same rates the interval leaves -1 behind; one fewer, not yet.
     for size, verdict in ((needed, "failed"), (needed - 1, "inconclusive")):
         rate = 1 / 69
-        low, high = reference_interval_fractional(size, rate * size, 0.0)
+        low, high = interval_at(size, rate * size, 0.0)
         assert decide(type(d)(size, 0, 0, d.difference, low, high), 1.0) == verdict, size
 
 
-def reference_interval_fractional(n: float, b: float, c: float):
+def interval_at(n: float, b: float, c: float):
+    """The interval at a split size where the counts scale fractionally (what images_to_resolve asks)."""
     from edgecls.convert.paired import _interval
 
     return _interval(n, b, c, 0.95)

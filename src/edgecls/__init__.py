@@ -22,6 +22,7 @@ The Python API, for notebooks and scripts (the `edgecls` command line does the s
 | `evaluate_classifier`, `EvaluationResult` | a `.keras` or `.tflite` model's metrics and report on a dataset or a run's split |
 | `Classifier`, `Prediction`, `builtin_models` | run a `.tflite` file as the device does (no TensorFlow); the models shipped with edgecls |
 | `EdgeclsError`, `ImageError` | every error a user can fix, with a one-line message (`ImageError`: an image that cannot be read) |
+| `ParityGateFailed`, `ParityGateInconclusive` | the `EdgeclsError`s `ConversionResult.check()` raises: an int8 file surely further behind float than allowed (exit code 3), or a test split too small to tell (4) |
 | `enable_logging` | show edgecls's progress messages (quiet by default) |
 
 Importing this package is cheap on purpose: no numpy, no TensorFlow. Each name loads its
@@ -39,6 +40,8 @@ __version__ = "0.1.0"
 # Public name -> the module that defines (or re-exports) it. Imported on first access only.
 _LAZY = {
     "EdgeclsError": "edgecls.errors",
+    "ParityGateFailed": "edgecls.errors",
+    "ParityGateInconclusive": "edgecls.errors",
     "ImageError": "edgecls.edge_runtime.preprocess",
     "load_dataset": "edgecls.api.datasets",
     "split_dataset": "edgecls.api.datasets",
