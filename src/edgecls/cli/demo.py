@@ -28,7 +28,7 @@ def demo(
     force: bool = typer.Option(False, "--force", help="Replace an existing demo folder."),
 ) -> None:
     """Run the whole pipeline offline on a small generated dataset: train, QAT int8, parity, classify, bench."""
-    from edgecls import Classifier, ConvertOptions, TrainOptions, convert_classifier, train_classifier
+    from edgecls import Classifier, TrainOptions, convert_classifier, train_classifier
     from edgecls.cli.output import print_bench_table, print_parity_report, record_stream
     from edgecls.data.demo_data import DESCRIPTION, make_demo_dataset
     from edgecls.files import write_json_atomic

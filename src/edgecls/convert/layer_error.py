@@ -35,9 +35,6 @@ import numpy as np
 
 from edgecls.edge_runtime.normalization import InputNormalization
 from edgecls.errors import EdgeclsError
-from edgecls.log import get_logger
-
-logger = get_logger("convert")
 
 ROUNDING_STEPS = 1 / math.sqrt(12)  # RMSE of uniform rounding, in steps
 QAT_PREFIX = "quant_"
@@ -315,7 +312,7 @@ def markdown_table(errors: LayerErrors) -> list[str]:
                      f"{_num(r['sqnr_db'], 1)} | {100 * r['clipped']:.1f}% | {_num(r['added_error'], 3)} |")  # fmt: skip
     lines += [
         "",
-        "RMSE (int8 steps): root-mean-square error over the tensor's int8 step; rounding alone gives about 0.29, "
+        f"RMSE (int8 steps): root-mean-square error over the tensor's int8 step; rounding alone gives about {ROUNDING_STEPS:.2f}, "
         "and error carried from upstream layers adds to it. relative error: RMSE over the float tensor's standard "
         "deviation (1 means the signal is gone). SQNR: 10 log10(mean float^2 / mean error^2). clipped: float values "
         "outside the tensor's int8 range. added error: relative error minus the largest of the layers feeding it; "
