@@ -471,7 +471,9 @@ def test_cli_gate_trips_on_an_impossible_budget_but_still_writes_the_file(run_fo
     assert meta.provenance["parity_gate"] == "failed" and meta.quantization == "ptq-int8"
     assert meta.provenance["run_dir"] == str(run_folder) and meta.name == "edge-cnn-small"
     saved = json.loads((run_folder / "convert" / "parity.json").read_text())
-    assert saved["gate_passed"] is False and saved["rows"][1]["gate"] == "failed"
+    assert saved["gate_passed"] is False and saved["gate"] == saved["rows"][1]["gate"] == "failed"
+    # The interval behind the verdict, in the file too: every bound is below the +100 points asked for.
+    assert saved["rows"][1]["paired"]["high"] < 100 and meta.metrics["int8_minus_float_high_points"] < 100
 
 
 def test_cli_refuses_to_replace_a_conversion_without_force(run_folder, tmp_path):
@@ -495,12 +497,13 @@ def test_gate_fails_a_full_integer_file_with_float_ops_left():
     report.rows = [ParityRow("keras", "float", accuracy=0.9), ParityRow("ptq-int8", "int8", accuracy=0.9, file="model_int8.tflite")]
     row = report.rows[1]
     row.integer_only, row.float_ops = False, "LOGISTIC x1"
-    apply_gate(row, 0.9, 1.0)
-    assert row.gate == "failed" and not report.gate_passed
+    y_true = np.array([0, 1] * 5)
+    apply_gate(row, y_true, y_true, y_true, 1.0)  # identical answers: only the ops can fail it
+    assert row.gate == "failed" and not report.gate_passed and report.gate == "failed"
     assert "FAILED" in report.verdict and "not integer-only: LOGISTIC x1" in report.verdict
     row.integer_only = True
-    apply_gate(row, 0.9, 1.0)
-    assert row.gate == "passed" and report.gate_passed
+    apply_gate(row, y_true, y_true, y_true, 1.0)
+    assert row.gate == "passed" and report.gate_passed and report.gate == "passed"
 
 
 @pytest.mark.parametrize("value", ["nan", "inf"])
@@ -513,7 +516,7 @@ def test_cli_converts_a_run_folder_by_default_to_float32_and_qat(run_folder, tmp
     result = cli(run_folder, "--output", tmp_path / "out", "--qat-epochs", "1", "--max-drop", "100", "-q")
     assert result.exit_code == 0, result.output
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == [
-        "model_float32.tflite", "model_int8.tflite", "parity.json", "parity.md"]  # fmt: skip
+        "layer_error_qat.png", "model_float32.tflite", "model_int8.tflite", "parity.json", "parity.md"]  # fmt: skip
     assert "parity gate passed" in result.stdout
     meta = read_metadata((tmp_path / "out" / "model_int8.tflite").read_bytes())
     assert meta.quantization == "qat" and meta.provenance["qat_epochs"] == 1

@@ -17,11 +17,15 @@ def test_demo_runs_the_whole_pipeline_and_lists_what_it_wrote(tmp_path, capfd):
     out = tmp_path / "demo"
     result = CliRunner().invoke(app, ["demo", "--output", str(out), "--per-class", "20", "--epochs", "2"])
     parity = json.loads((out / "run" / "convert" / "parity.json").read_text())
-    # The exit code is the parity gate's verdict, whichever way a 2-epoch model falls.
-    assert result.exit_code == (0 if parity["gate_passed"] else EXIT_GATE), result.output
-    # The demo's small test split: the gate allows one test image (1 point would fail on one flip).
-    tests = parity["test_images"]
-    assert tests and parity["max_drop"] == pytest.approx(100 / tests, abs=0.011) and parity["max_drop"] >= 100 / tests
+    # Only a surely-worse int8 file fails the demo; its small split is often inconclusive, which
+    # the verdict says, whichever way a 2-epoch model falls.
+    assert result.exit_code == (EXIT_GATE if parity["gate"] == "failed" else 0), result.output
+    # The demo judges with convert's own 1-point gate: the interval, not a wider allowance, copes
+    # with its small test split.
+    qat = next(row for row in parity["rows"] if row["name"] == "qat")
+    assert parity["max_drop"] == 1.0 and parity["gate"] == qat["gate"] in ("passed", "failed", "inconclusive")
+    assert qat["paired"]["images"] == parity["test_images"] and qat["paired"]["low"] <= qat["paired"]["high"]
+    assert ("parity gate " + ("INCONCLUSIVE" if parity["gate"] == "inconclusive" else "")) in result.output
     assert "synthetic" in result.output and "NOT real medical data" in result.output
     for step in range(1, 6):
         assert f"[{step}/5]" in result.output

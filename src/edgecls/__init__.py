@@ -23,6 +23,7 @@ The Python API, for notebooks and scripts (the `edgecls` command line does the s
 | `Classifier`, `Prediction`, `builtin_models` | run a `.tflite` file as the device does (no TensorFlow); the models shipped with edgecls |
 | `EdgeclsError`, `ImageError` | every error a user can fix, with a one-line message (`ImageError`: an image that cannot be read) |
 | `export_web` | a static web site that runs a `.tflite` file in a phone's browser, offline (`edgecls export web`) |
+| `ParityGateFailed`, `ParityGateInconclusive` | the `EdgeclsError`s `ConversionResult.check()` raises: an int8 file surely further behind float than allowed (exit code 3), or a test split too small to tell (4) |
 | `enable_logging` | show edgecls's progress messages (quiet by default) |
 
 Importing this package is cheap on purpose: no numpy, no TensorFlow. Each name loads its
@@ -40,6 +41,8 @@ __version__ = "0.1.0"
 # Public name -> the module that defines (or re-exports) it. Imported on first access only.
 _LAZY = {
     "EdgeclsError": "edgecls.errors",
+    "ParityGateFailed": "edgecls.errors",
+    "ParityGateInconclusive": "edgecls.errors",
     "ImageError": "edgecls.edge_runtime.preprocess",
     "load_dataset": "edgecls.api.datasets",
     "split_dataset": "edgecls.api.datasets",

@@ -25,14 +25,15 @@ import pandas as pd
 from edgecls.convert.options import ConvertOptions
 from edgecls.convert.parity import ParityReport
 from edgecls.core import runs
-from edgecls.errors import EXIT_ERROR, EXIT_GATE, EdgeclsError
+from edgecls.errors import EXIT_ERROR, EdgeclsError, ParityGateFailed, ParityGateInconclusive
 
 __all__ = ["ConversionResult", "ConvertOptions", "convert_classifier"]
 
 # ParityRow fields shown in `ConversionResult.table`, in this order.
 TABLE_COLUMNS = (
     "description", "file", "size_kb", "accuracy", "balanced_accuracy", "macro_auc", "macro_f1", "agreement", "mean_kl",
-    "accuracy_drop", "latency_ms", "input_type", "integer_only", "gate", "error",
+    "accuracy_drop", "difference_low", "difference_high", "images_to_resolve", "latency_ms", "input_type",
+    "integer_only", "gate", "error",
 )  # fmt: skip
 
 
@@ -63,6 +64,12 @@ class ConversionResult:
         return self.report.verdict
 
     @property
+    def gate(self) -> str | None:
+        """The parity gate: "passed", "failed", "inconclusive" (the test split is too small to
+        tell), or None when no full-integer file was made."""
+        return self.report.gate
+
+    @property
     def files(self) -> dict[str, Path]:
         """Mode -> the .tflite file written for it ("float32", "qat", "ptq-int8", ...)."""
         return {row.name: self.output_dir / row.file for row in self.report.rows if row.file and row.size_bytes}
@@ -76,24 +83,47 @@ class ConversionResult:
     def table(self) -> pd.DataFrame:
         """One row per model, the float Keras reference ("keras") first: accuracy, balanced
         accuracy, macro AUC and F1 (fractions), top-1 agreement and mean KL divergence against
-        float, accuracy points lost, file size, median latency (ms), gate."""
+        float, accuracy points lost, the paired 95% interval of int8 - float accuracy
+        (difference_low, difference_high, points), file size, median latency (ms), gate."""
         records = {}
         for row in self.report.rows:
             record = {name: getattr(row, name, None) for name in TABLE_COLUMNS}
             record["size_kb"] = round(row.size_bytes / 1024, 1) if row.size_bytes else None
+            record["difference_low"] = row.paired.get("low")
+            record["difference_high"] = row.paired.get("high")
             records[row.name] = record
         table = pd.DataFrame.from_dict(records, orient="index", columns=list(TABLE_COLUMNS))
         table.index.name = "model"
         return table
 
+    @property
+    def layer_errors(self) -> pd.DataFrame:
+        """Per-layer quantization error of every full-integer file: one row per Keras layer (in
+        model order) and file (`mode`), comparing the int8 tensor with the float model's value at
+        the same point on validation images. `rmse_steps`: RMS error in int8 steps (rounding
+        alone: ~0.29); `relative_error`: RMS error / the float tensor's standard deviation;
+        `sqnr_db`; `clipped`: share of float values outside the int8 range; `added_error`: the
+        relative error the layer adds to its inputs' (what ranks the layers to blame)."""
+        from edgecls.convert.layer_error import COLUMNS
+
+        frames = [pd.DataFrame(row.layer_errors["rows"], columns=list(COLUMNS)).assign(mode=row.name)
+                  for row in self.report.rows if row.layer_errors]  # fmt: skip
+        if not frames:
+            return pd.DataFrame(columns=["mode", *COLUMNS])
+        table = pd.concat(frames, ignore_index=True)
+        return table[["mode", *COLUMNS]]
+
     def check(self) -> "ConversionResult":
-        """Raise `EdgeclsError` when a mode failed to convert (exit code 2) or the parity gate
-        failed (exit code 3), with the message `edgecls convert` prints; else return self."""
+        """Raise `EdgeclsError` when a mode failed to convert (exit code 2), `ParityGateFailed`
+        when the parity gate failed (exit code 3) and `ParityGateInconclusive` when the test split
+        cannot tell (exit code 4), with the message `edgecls convert` prints; else return self."""
         failed = self.report.failed_conversions
         if failed:
             raise EdgeclsError("; ".join(f"{row.name} could not be converted: {row.error}" for row in failed), EXIT_ERROR)
-        if not self.report.gate_passed:
-            raise EdgeclsError(self.report.verdict, EXIT_GATE)
+        if self.report.gate == "failed":
+            raise ParityGateFailed(self.report.verdict)
+        if self.report.gate == "inconclusive":
+            raise ParityGateInconclusive(self.report.verdict)
         return self
 
     def to_dict(self) -> dict[str, Any]:

@@ -66,7 +66,8 @@ def convert(
     qat_batch_size: int = typer.Option(32, "--qat-batch-size", min=1, help="Batch size of QAT fine-tuning."),
     calibration_size: int = typer.Option(256, "--calibration-size", min=1, help="Class-balanced training images that calibrate int8 ranges."),
     max_drop: float = typer.Option(
-        1.0, "--max-drop", help="Parity gate: most accuracy points a full-integer file may lose against the float Keras model; exit 3 beyond."
+        1.0, "--max-drop", help="Parity gate: most accuracy points a full-integer file may lose against the float Keras model. "
+        "Judged with a 95% paired confidence interval: exit 3 when int8 is surely further behind, 4 when the test split is too small to tell."
     ),
     threads: Optional[int] = typer.Option(None, "--threads", "-t", min=1, help="Interpreter threads for parity and latency (default: min(4, cores))."),
     seed: int = typer.Option(1234, "--seed", help="Seed for the split of a model file, calibration sampling and QAT."),
@@ -79,13 +80,25 @@ def convert(
         None, "--custom-objects", help="A .py file defining a model file's custom layers. This runs that code: pass only your own, or code you trust.",
         show_default=False,
     ),
+    keep_float: Optional[List[str]] = typer.Option(
+        None, "--keep-float", help="Keras layer names (repeatable or comma-separated) computed in float inside the otherwise int8 "
+        "post-training file (with --mode float32,ptq-int8); the parity report's per-layer table says which layers lose most.",
+        show_default=False,
+    ),
+    auto_keep_float: bool = typer.Option(
+        False, "--auto-keep-float", help="When the post-training int8 file does not pass the gate, keep its worst layer float, "
+        "re-measure, and repeat (up to --auto-keep-float-limit layers) until it passes."
+    ),
+    auto_keep_float_limit: int = typer.Option(3, "--auto-keep-float-limit", min=1, help="Most layers --auto-keep-float keeps float."),
     target_sensitivity: float = typer.Option(
         0.90, "--target-sensitivity", help="The group's operating point: the most specific threshold that flags at least this share of its validation images."
     ),
 ) -> None:
     """Convert a trained model to float32 and int8 TFLite (or other --mode), embed labels and metadata,
-    and prove every file on the test split. Exit 0: done, gate passed; 2: error; 3: an int8 file fell
-    more than --max-drop accuracy points behind float (files still written, marked failing)."""
+    and prove every file on the test split. Exit 0: done, gate passed; 2: error; 3: an int8 file is
+    more than --max-drop accuracy points behind float (its 95% interval lies below -max-drop; files
+    still written, marked failing); 4: inconclusive, the test split is too small to tell (the interval
+    straddles -max-drop; the verdict says how many test images would)."""
     from edgecls import convert_classifier
     from edgecls.cli.output import print_parity_report
 
@@ -106,12 +119,16 @@ def convert(
         groups=_parse_group(group) if group else None,
         target_sensitivity=target_sensitivity,
         custom_objects=str(custom_objects) if custom_objects is not None else None,
+        keep_float=tuple(keep_float or ()),
+        auto_keep_float=auto_keep_float,
+        auto_keep_float_limit=auto_keep_float_limit,
     )
     with quiet_native_stderr():
         result = convert_classifier(source, options, data=data, labels=labels, output=output, data_format=data_format,
                                     split=split, progress=not quiet)  # fmt: skip
     print_parity_report(result.report)
-    typer.echo(f"wrote {result.output_dir}: " + ", ".join(path.name for path in result.files.values()) + ", parity.json, parity.md")
+    plots = sorted(path.name for path in result.output_dir.glob("layer_error_*.png"))
+    typer.echo(f"wrote {result.output_dir}: " + ", ".join([*(path.name for path in result.files.values()), "parity.json", "parity.md", *plots]))
     result.check()
 
 

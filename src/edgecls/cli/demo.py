@@ -28,7 +28,7 @@ def demo(
     force: bool = typer.Option(False, "--force", help="Replace an existing demo folder."),
 ) -> None:
     """Run the whole pipeline offline on a small generated dataset: train, QAT int8, parity, classify, bench."""
-    from edgecls import Classifier, ConvertOptions, TrainOptions, convert_classifier, train_classifier
+    from edgecls import Classifier, TrainOptions, convert_classifier, train_classifier
     from edgecls.cli.output import print_bench_table, print_parity_report, record_stream
     from edgecls.data.demo_data import DESCRIPTION, make_demo_dataset
     from edgecls.files import write_json_atomic
@@ -48,14 +48,8 @@ def demo(
     run = train_classifier(data_dir, TrainOptions(model="edge-cnn", epochs=epochs, patience=epochs, tensorboard=False), run_dir)
 
     _step(3, "Quantization-aware training and int8 export, with the float-vs-int8 parity report")
-    # The demo's test split is small (69 images at the default size: one image is 1.45 points), so
-    # a 1-point gate would fail on a single image flipping, which training's run-to-run noise
-    # alone can do. The demo's gate allows one test image; `edgecls convert` keeps its 1 point.
-    test_images = int((run.split == "test").sum())
-    max_drop = max(ConvertOptions().max_drop, 100.0 / max(1, test_images))
     with quiet_native_stderr():  # the TFLite converter's C++ log lines, as `edgecls convert` keeps out
-        result = convert_classifier(run, modes=("float32", "qat"), qat_epochs=2, max_drop=round(max_drop + 0.005, 2),
-                                    command="edgecls demo", progress=False)  # fmt: skip
+        result = convert_classifier(run, modes=("float32", "qat"), qat_epochs=2, command="edgecls demo", progress=False)
     print_parity_report(result.report)
     int8_file = next(path for path in result.files.values() if "int8" in path.name)
     float_file = next(path for path in result.files.values() if "float32" in path.name)
@@ -93,6 +87,9 @@ def demo(
     ):
         typer.echo(f"  {label:<16} {path}")
     typer.echo(f"\nNext: edgecls classify --model {int8_file} IMAGE_OR_FOLDER   |   edgecls info {int8_file}")
-    if not result.report.gate_passed:
+    # The demo's test split is small (69 images at the default size), so the gate is often
+    # inconclusive there: that is the verdict's honest answer, shown above, not a broken demo.
+    # Only a file that is surely worse than allowed makes the demo fail, as it makes convert.
+    if result.gate == "failed":
         typer.echo(f"edgecls: {result.verdict}", err=True)
         raise typer.Exit(EXIT_GATE)

@@ -216,7 +216,7 @@ def print_parity_report(report) -> None:
     line so the table fits a normal terminal."""
     from rich.table import Table
 
-    from edgecls.convert.parity import GATE_FAILED, KERAS
+    from edgecls.convert.parity import GATE_FAILED, GATE_INCONCLUSIVE, KERAS
     from edgecls.convert.report import COLUMNS, TERMINAL_HEADERS, calibration_line, normalization_text, table_rows
 
     out = console()
@@ -227,7 +227,7 @@ def print_parity_report(report) -> None:
         header, right = COLUMNS[i]
         table.add_column(TERMINAL_HEADERS.get(header, header), justify="right" if right else "left", overflow="fold")
     for row, cells in zip(report.rows, table_rows(report)):
-        style = "red" if row.gate == GATE_FAILED or row.error else ("bold" if row.name == KERAS else None)
+        style = "red" if row.gate == GATE_FAILED or row.error else ("yellow" if row.gate == GATE_INCONCLUSIVE else ("bold" if row.name == KERAS else None))
         table.add_row(*(cells[i] for i in shown), style=style)
     out.print(table)
     out.print(f"input normalisation: {normalization_text(report)}", highlight=False)
@@ -236,7 +236,7 @@ def print_parity_report(report) -> None:
     for row in report.rows:
         if row.calibration:
             out.print(calibration_line(row), highlight=False)
-    verdict_style = "green" if report.gate_passed else "bold red"
+    verdict_style = {GATE_FAILED: "bold red", GATE_INCONCLUSIVE: "bold yellow"}.get(report.gate, "green")
     out.print(report.verdict, style=verdict_style, highlight=False)
 
 

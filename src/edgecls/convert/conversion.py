@@ -19,9 +19,9 @@ import edgecls
 from edgecls.convert.export import embed, model_metadata, write_model
 from edgecls.convert.keras_model import as_float32, image_input_size, output_classes, outputs_probabilities
 from edgecls.convert.modes import ModeConverter, is_full_integer, notice
-from edgecls.convert.options import MODE_HELP, ConvertOptions, output_file_name
-from edgecls.convert.parity import KERAS, ParityReport, ParityRow, Predictions, apply_gate, measure, run_tflite
-from edgecls.convert.report import write_report
+from edgecls.convert.options import MODE_HELP, PTQ_INT8, ConvertOptions, output_file_name
+from edgecls.convert.parity import GATE_PASSED, KERAS, ParityReport, ParityRow, Predictions, apply_gate, measure, run_tflite
+from edgecls.convert.report import LAYER_PLOT_PREFIX, write_report
 from edgecls.convert.samples import ConversionData
 from edgecls.convert.verify import check_ops
 from edgecls.data.split import SPLIT_FILE
@@ -66,6 +66,7 @@ def convert_model(
     earlier = check_output_dir(output_dir, options.force)
     imported = _imported(model, options, normalization)
     model = as_float32(imported.model)
+    _check_keep_float(model, options.keep_float)
     image_size = image_input_size(model)
     labels = list(labels if labels is not None else dataset.labels)
     if len(labels) != output_classes(model):
@@ -100,7 +101,11 @@ def convert_model(
     for mode in options.modes:
         row = ParityRow(mode, MODE_HELP[mode], file=output_file_name(mode, options.modes))
         report.rows.append(row)
-        model_bytes = _convert_and_measure(converter, row, report, test, reference, output_kind, say, val, groups)
+        model_bytes = _convert_and_measure(converter, row, report, test, reference, output_kind, say, val, groups,
+                                           keep_float=options.keep_float if mode == PTQ_INT8 else ())  # fmt: skip
+        if options.auto_keep_float and mode == PTQ_INT8 and model_bytes is not None and row.gate != GATE_PASSED:
+            row, model_bytes = _auto_keep_float(converter, row, model_bytes, report, test, reference, output_kind, say, val, groups)
+            report.rows[-1] = row
         if model_bytes is not None:
             produced[mode] = model_bytes
 
@@ -108,40 +113,103 @@ def convert_model(
     for row in report.rows:
         if row.name in produced:
             row.size_bytes = write_model(output_dir / row.file, produced[row.name], model_metadata(report, row, output_kind))
-    write_report(report, output_dir)
+    written = write_report(report, output_dir)
     # --force: files of the earlier conversion that this one did not remake would now lie
     # beside a parity report that does not describe them.
-    for stale in set(earlier) - {output_dir / row.file for row in report.rows if row.file and row.size_bytes}:
+    for stale in set(earlier) - {output_dir / row.file for row in report.rows if row.file and row.size_bytes} - set(written):
         stale.unlink(missing_ok=True)
     return report
 
 
+def _check_keep_float(model, keep_float: Sequence[str]) -> None:
+    """--keep-float names layers of the model (checked before minutes of conversion)."""
+    if not keep_float:
+        return
+    from edgecls.convert.converter import layer_names
+
+    names = layer_names(model) if hasattr(model, "layers") else []
+    unknown = [name for name in keep_float if name not in names]
+    if unknown:
+        shown = ", ".join(names[:12]) + (", ..." if len(names) > 12 else "")
+        raise EdgeclsError(f"--keep-float: no layer named {', '.join(unknown)} in the model (its layers: {shown or 'none'})")
+
+
+def _auto_keep_float(converter: ModeConverter, row: ParityRow, model_bytes: bytes, report: ParityReport, test, reference,
+                     output_kind: str, say, val, groups) -> tuple[ParityRow, bytes]:  # fmt: skip
+    """Keep the layer adding most quantization error float, re-measure, and repeat until the
+    file passes the gate or `auto_keep_float_limit` layers are float. Returns the first passing
+    file's row and bytes; when none passes, the all-int8 file's, naming what was tried."""
+    from edgecls.convert.layer_error import errors_from_dict
+
+    options = converter.options
+    steps = [_step(row, model_bytes)]
+    kept = list(options.keep_float)
+    current = row
+    while current.gate != GATE_PASSED and len(kept) < options.auto_keep_float_limit + len(options.keep_float):
+        if not current.layer_errors:
+            break
+        ranked = errors_from_dict(current.layer_errors).worst(count=len(current.layer_errors["rows"]))
+        candidates = [r["layer"] for r in ranked if r["layer"] not in kept]
+        if not candidates:
+            break
+        kept.append(candidates[0])
+        say(f"--auto-keep-float: {row.name} with {', '.join(kept)} float")
+        trial = ParityRow(row.name, row.description, file=row.file)
+        trial_bytes = _convert_and_measure(converter, trial, report, test, reference, output_kind, say, val, groups, keep_float=tuple(kept))
+        if trial_bytes is None:
+            steps.append({"float_layers": list(kept), "error": trial.error})
+            break
+        steps.append(_step(trial, trial_bytes))
+        current = trial
+        if trial.gate == GATE_PASSED:
+            trial.keep_float_steps = steps
+            trial.notes.append(f"--auto-keep-float: passes the gate with {', '.join(kept)} float ({len(steps) - 1} layer(s) added)")
+            return trial, trial_bytes
+    tried = "; ".join(", ".join(s["float_layers"]) or "all int8" for s in steps)
+    message = f"--auto-keep-float: no file passed the gate with up to {options.auto_keep_float_limit} float layers (tried: {tried}); the all-int8 file is written"
+    notice(f"{row.name}: {message}")
+    row.notes.append(message)
+    row.keep_float_steps = steps
+    return row, model_bytes
+
+
+def _step(row: ParityRow, model_bytes: bytes) -> dict:
+    return {"float_layers": list(row.float_layers), "accuracy": row.accuracy, "accuracy_drop": row.accuracy_drop,
+            "low": row.paired.get("low"), "high": row.paired.get("high"), "gate": row.gate, "size_bytes": len(model_bytes),
+            "latency_ms": row.latency_ms}  # fmt: skip
+
+
 def _convert_and_measure(converter: ModeConverter, row: ParityRow, report: ParityReport, test, reference: np.ndarray,
-                         output_kind: str, say, val=None, groups: dict | None = None) -> bytes | None:  # fmt: skip
+                         output_kind: str, say, val=None, groups: dict | None = None,
+                         keep_float: tuple[str, ...] = ()) -> bytes | None:  # fmt: skip
     """Convert one mode and fill its row; None (and row.error) when it cannot be converted."""
     mode, options = row.name, converter.options
     try:
-        converted = converter.convert(mode)
+        converted = converter.convert(mode, keep_float) if keep_float else converter.convert(mode)
     except EdgeclsError as exc:
         row.error, row.file = str(exc), None
         notice(f"{mode}: not written: {exc}")
         return None
     row.details, row.notes = converted.details, converted.notes
-    check = check_ops(converted.model_bytes)
+    check = check_ops(converted.model_bytes, keep_float)
+    row.float_layers = check.float_layers
     row.input_type, row.op_counts = check.input_type, check.op_counts
     say(f"parity: {mode} on {len(test)} test images")
     # The interpreter reads labels and normalisation from metadata, as on the device.
     preliminary = embed(converted.model_bytes, model_metadata(report, row, output_kind))
-    measure(row, test.labels, report.labels, run_tflite(preliminary, test.images, options.threads), reference)
+    predictions = run_tflite(preliminary, test.images, options.threads)
+    measure(row, test.labels, report.labels, predictions, reference)
     reference_accuracy = report.reference.accuracy or 0.0
     row.accuracy_drop = 100.0 * (reference_accuracy - (row.accuracy or 0.0))
+    probabilities = predictions.probabilities
     if is_full_integer(mode):
         row.integer_only, row.float_ops = check.integer_only, check.describe_problems()
         if not check.integer_only:
             message = f"not integer-only, so it fails the gate: ops computing in float or not builtin: {row.float_ops}"
             notice(f"{mode}: {message}")
             row.notes.append(message)
-        apply_gate(row, reference_accuracy, options.max_drop)
+        apply_gate(row, test.labels, reference, probabilities, options.max_drop)
+        _layer_errors(converter, row, converted.model_bytes, val, say)
     if val is not None:
         from edgecls.convert.calibrate import calibrate_file
 
@@ -149,6 +217,41 @@ def _convert_and_measure(converter: ModeConverter, row: ParityRow, report: Parit
         row.calibration = calibrate_file(preliminary, val, test, report.labels, groups or {}, options.target_sensitivity,
                                          options.threads, measure_tta=is_full_integer(mode)).to_dict()  # fmt: skip
     return converted.model_bytes
+
+
+LAYER_ERROR_IMAGES = 64  # enough for stable per-layer RMSEs; every tensor of each is kept in memory
+
+
+def _layer_errors(converter: ModeConverter, row: ParityRow, model_bytes: bytes, val, say) -> None:
+    """The per-layer error table of a full-integer file, on validation images (else the
+    calibration sample); the worst layers named when the file is at risk of failing the gate:
+    failed, inconclusive, or within the interval but more than half the allowed drop behind."""
+    from edgecls.convert.layer_error import measure_layer_errors
+    from edgecls.convert.samples import class_balanced_sample
+
+    model = converter.integer_model[0]
+    if not hasattr(model, "layers"):  # a graph-only SavedModel: no Keras layers to name
+        row.notes.append("no per-layer error report: the model has no Keras layers")
+        return
+    if val is not None and len(val):
+        source, picked = "validation", class_balanced_sample(val.labels, LAYER_ERROR_IMAGES, converter.options.seed)
+        images = val.images[picked]
+    else:
+        source, images = "calibration", converter.calibration.images[:LAYER_ERROR_IMAGES]
+    say(f"per-layer error: {row.name} on {len(images)} {source} images")
+    try:
+        errors = measure_layer_errors(model, model_bytes, images, converter.data.normalization, row.name, source)
+    except Exception as exc:  # noqa: BLE001 - the report is an aid: a graph it cannot follow must not stop the conversion
+        message = f"no per-layer error report ({exc.__class__.__name__}: {str(exc).splitlines()[0][:160] if str(exc) else ''})"
+        notice(f"{row.name}: {message}")
+        row.notes.append(message)
+        return
+    row.layer_errors = errors.to_dict()
+    at_risk = row.gate != GATE_PASSED or (row.accuracy_drop or 0.0) > converter.options.max_drop / 2
+    if at_risk and errors.worst():
+        message = f"layers adding most quantization error: {errors.describe_worst()}"
+        notice(f"{row.name}: {message}")
+        row.notes.append(message)
 
 
 def _calibration_data(data: ConversionData, labels: list[str], options: ConvertOptions, report: ParityReport):
@@ -170,7 +273,7 @@ def _calibration_data(data: ConversionData, labels: list[str], options: ConvertO
 
 def check_output_dir(output_dir: Path, force: bool) -> list[Path]:
     """The `.tflite` files of an earlier conversion in `output_dir`; refused unless --force."""
-    earlier = sorted(output_dir.glob("model_*.tflite")) if output_dir.is_dir() else []
+    earlier = sorted([*output_dir.glob("model_*.tflite"), *output_dir.glob(f"{LAYER_PLOT_PREFIX}*.png")]) if output_dir.is_dir() else []
     if (earlier or (output_dir / "parity.json").exists()) and not force:
         shown = ", ".join(p.name for p in [*earlier, output_dir / "parity.json"][:3])
         raise EdgeclsError(f"{output_dir} already holds a conversion ({shown}); pass --force to replace it, or --output elsewhere")

@@ -54,6 +54,14 @@ def _metrics(report: ParityReport, row: ParityRow) -> dict:
         "float_keras_accuracy": reference.accuracy,
         "accuracy_drop_points": row.accuracy_drop,
     }
+    if row.paired:  # the parity gate's evidence: int8 - float accuracy and its interval, points
+        metrics.update({
+            "int8_minus_float_points": row.paired["difference"],
+            "int8_minus_float_low_points": row.paired["low"],
+            "int8_minus_float_high_points": row.paired["high"],
+            "interval_confidence": row.paired["confidence"],
+            "discordant_images": row.paired["discordant"],
+        })  # fmt: skip
     return {key: _rounded(value) for key, value in metrics.items() if value is not None}
 
 
@@ -65,7 +73,9 @@ def _provenance(report: ParityReport, row: ParityRow) -> dict:
         "conversion_mode": row.name,
         "parity_gate": row.gate or "not gated",
         "max_drop_points": report.max_drop if row.gate else None,
-        "integer_only": row.integer_only,
+        # A mixed file (--keep-float) is not integer-only, though the gate accepts its declared float layers.
+        "integer_only": row.integer_only and not row.float_layers if row.integer_only is not None else None,
+        "mixed_precision": "int8 with float layers: " + ", ".join(row.float_layers) if row.float_layers else None,
         "input_normalization": _normalization_source(report),
     }
     provenance.update({key: value for key, value in row.details.items() if key != "quantization"})

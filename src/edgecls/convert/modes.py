@@ -55,11 +55,11 @@ class ModeConverter:
         # a Keras 3 model with a layer tf_keras lacks): QAT then falls back to post-training int8.
         self.qat_unavailable = qat_unavailable
 
-    def convert(self, mode: str) -> Converted:
+    def convert(self, mode: str, keep_float: tuple[str, ...] = ()) -> Converted:
         if mode == QAT:
             return self._qat()
         if mode == PTQ_INT8:
-            return self._ptq()
+            return self._ptq(keep_float)
         self.say(f"converting: {mode}")
         return Converted(mode, convert_to_tflite(self.model, mode), {"quantization": mode})
 
@@ -84,12 +84,17 @@ class ModeConverter:
             details["rewritten_layers"] = ", ".join(rewritten)
         return details
 
-    def _ptq(self) -> Converted:
-        self.say(f"converting: {PTQ_INT8}")
+    def _ptq(self, keep_float: tuple[str, ...] = ()) -> Converted:
+        self.say(f"converting: {PTQ_INT8}" + (f", keeping {', '.join(keep_float)} float" if keep_float else ""))
         model, rewritten = self.integer_model
-        model_bytes = convert_to_tflite(model, PTQ_INT8, self.options.io_type, self.calibration.images, self.data.normalization)
+        model_bytes = convert_to_tflite(model, PTQ_INT8, self.options.io_type, self.calibration.images, self.data.normalization,
+                                        keep_float=keep_float)  # fmt: skip
         notes = [_rewrite_note(rewritten)] if rewritten else []
-        return Converted(PTQ_INT8, model_bytes, {"quantization": PTQ_INT8, **self._integer_details()}, notes)
+        details = {"quantization": PTQ_INT8, **self._integer_details()}
+        if keep_float:
+            details["quantization"] = f"{PTQ_INT8}, mixed: float layers {', '.join(keep_float)}"
+            details["float_layers"] = ", ".join(keep_float)
+        return Converted(PTQ_INT8, model_bytes, details, notes)
 
     def _qat(self) -> Converted:
         if self.qat_unavailable:

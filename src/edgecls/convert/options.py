@@ -81,7 +81,9 @@ class ConvertOptions:
     (None: the dataset's malignant group when edgecls knows it). `target_sensitivity`: the
     group's operating point, the most specific threshold that flags at least this share of its
     validation images. `custom_objects`: a `.py` file with a model file's custom layers,
-    imported to load them (which runs it).
+    imported to load them (which runs it). `keep_float`: Keras layer names computed in float inside the otherwise
+    int8 post-training file (`--keep-float`); `auto_keep_float`: when that file does not pass the
+    gate, keep its worst layers float one by one, up to `auto_keep_float_limit`, until it does.
     """
 
     modes: tuple[str, ...] = DEFAULT_MODES
@@ -113,9 +115,24 @@ class ConvertOptions:
     # A model file's custom layers: the user's own `.py` file, imported (so run) to load them;
     # None: a model with custom layers is refused, naming them (docs/safety.md).
     custom_objects: str | None = None
+    # Keras layers computed in float inside the otherwise int8 post-training file (--keep-float).
+    keep_float: tuple[str, ...] = ()
+    # When the post-training int8 file does not pass the gate: keep its worst layers float, one
+    # more each step, up to `auto_keep_float_limit` layers, until it passes (--auto-keep-float).
+    auto_keep_float: bool = False
+    auto_keep_float_limit: int = 3
 
     def __post_init__(self) -> None:
         self.modes = parse_modes(self.modes)
+        if isinstance(self.keep_float, str):
+            self.keep_float = (self.keep_float,)
+        self.keep_float = tuple(dict.fromkeys(n.strip() for item in self.keep_float for n in str(item).split(",") if n.strip()))
+        if (self.keep_float or self.auto_keep_float) and (QAT in self.modes or PTQ_INT8 not in self.modes):
+            flag = "--keep-float" if self.keep_float else "--auto-keep-float"
+            raise EdgeclsError(f"{flag} keeps layers float in the post-training int8 file (QAT files cannot): "
+                               "convert with --mode float32,ptq-int8")  # fmt: skip
+        if self.auto_keep_float_limit < 1:
+            raise EdgeclsError(f"auto_keep_float_limit must be 1 or more, got {self.auto_keep_float_limit}")
         if not 0 < self.target_sensitivity <= 1:
             raise EdgeclsError(f"target_sensitivity (--target-sensitivity) must be in (0, 1], got {self.target_sensitivity}")
         if self.input_range is not None:
@@ -146,6 +163,7 @@ class ConvertOptions:
     def to_dict(self) -> dict:
         doc = dataclasses.asdict(self)
         doc["modes"] = list(self.modes)
+        doc["keep_float"] = list(self.keep_float)
         for run_control in ("verbose", "force"):
             doc.pop(run_control)
         return doc

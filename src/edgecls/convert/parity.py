@@ -17,8 +17,9 @@ import numpy as np
 
 from edgecls.edge_runtime.classifier import TFLiteClassifier
 
+from edgecls.convert.paired import GATE_FAILED, GATE_INCONCLUSIVE, GATE_PASSED, decide, images_to_resolve, paired_difference
+
 KERAS = "keras"  # the reference row
-GATE_PASSED, GATE_FAILED = "passed", "failed"
 WARMUP_INVOKES = 3
 KL_EPSILON = 1e-7
 
@@ -82,7 +83,15 @@ class ParityRow:
     integer_only: bool | None = None  # full-integer modes: no float or custom ops left
     float_ops: str = ""
     op_counts: dict[str, int] = field(default_factory=dict)  # TFLite op types in the file
-    gate: str | None = None  # "passed" / "failed" for full-integer files, None otherwise
+    gate: str | None = None  # "passed" / "failed" / "inconclusive" for full-integer files, None otherwise
+    # paired.PairedDifference.to_dict(): int8-minus-float accuracy with its confidence interval.
+    paired: dict[str, Any] = field(default_factory=dict)
+    images_to_resolve: int | None = None  # inconclusive: test images that would settle the gate
+    # layer_error.LayerErrors.to_dict(): per Keras layer, the int8 tensor's error against float.
+    layer_errors: dict[str, Any] = field(default_factory=dict)
+    float_layers: list[str] = field(default_factory=list)  # --keep-float: layers computed in float
+    # --auto-keep-float: each file tried, {float_layers, accuracy, accuracy_drop, low, high, gate, size_bytes, latency_ms}.
+    keep_float_steps: list[dict[str, Any]] = field(default_factory=list)
     error: str | None = None  # the conversion failed; no file
     notes: list[str] = field(default_factory=list)
     details: dict[str, Any] = field(default_factory=dict)  # QAT epochs, calibration, rewrites
@@ -158,26 +167,50 @@ class ParityReport:
         return all(row.gate == GATE_PASSED for row in self.gated_rows)
 
     @property
+    def gate(self) -> str | None:
+        """The whole conversion's verdict: failed if any full-integer file failed, else
+        inconclusive if any was, else passed; None when no file was gated."""
+        gates = {row.gate for row in self.gated_rows}
+        if not gates:
+            return None
+        for verdict in (GATE_FAILED, GATE_INCONCLUSIVE):
+            if verdict in gates:
+                return verdict
+        return GATE_PASSED
+
+    @property
     def verdict(self) -> str:
-        """One line: whether every full-integer file is within --max-drop of float Keras."""
+        """One line: whether every full-integer file is within --max-drop of float Keras, with
+        the confidence interval of each file's difference."""
         gated = self.gated_rows
         if not gated:
             return "parity gate: not applied (no full-integer file was made)"
-        failed = [row for row in gated if row.gate == GATE_FAILED]
-        measured = ", ".join(
-            f"{row.name} {_percent(row.accuracy)} ({_signed_drop(row.accuracy_drop)})" for row in gated
-        )
+        measured = ", ".join(_measured(row) for row in gated)
         allowed = f"allowed drop {self.max_drop:g} point{'s' if abs(self.max_drop) != 1 else ''}"
         head = f"float Keras accuracy {_percent(self.reference.accuracy)}; int8 {measured}; {allowed}"
-        if failed:
-            files = ", ".join(_failure(row) for row in failed)
+        if self.gate == GATE_FAILED:
+            files = ", ".join(_failure(row) for row in gated if row.gate == GATE_FAILED)
             return f"parity gate FAILED: {head}; {files} written but marked failing"
+        if self.gate == GATE_INCONCLUSIVE:
+            unsure = [row for row in gated if row.gate == GATE_INCONCLUSIVE]
+            return f"parity gate INCONCLUSIVE: {head}; " + "; ".join(self._unresolved(row) for row in unsure)
         return f"parity gate passed: {head}"
+
+    def _unresolved(self, row: ParityRow) -> str:
+        """Why a file's verdict is open, how many test images would close it, and how to get them."""
+        paired = row.paired
+        disagreements = f"{paired.get('discordant', 0)} disagreement{'s' if paired.get('discordant') != 1 else ''}"
+        text = (f"{row.file or row.name}: the {self.test_images}-image test split ({disagreements} with float) "
+                "cannot tell whether it is within the allowed drop")  # fmt: skip
+        if row.images_to_resolve:
+            text += f"; about {row.images_to_resolve} test images would, at this disagreement rate"
+        return text + f"; {REMEDY}"
 
     def to_dict(self) -> dict[str, Any]:
         doc = dataclasses.asdict(self)
         doc["image_size"] = list(self.image_size)
         doc["gate_passed"] = self.gate_passed
+        doc["gate"] = self.gate
         doc["verdict"] = self.verdict
         return doc
 
@@ -192,14 +225,34 @@ def _percent(value: float | None) -> str:
     return "n/a" if value is None else f"{100 * value:.1f}%"
 
 
-def apply_gate(row: ParityRow, reference_accuracy: float, max_drop: float) -> None:
-    """Full-integer rows pass when they lose at most `max_drop` accuracy points to float Keras
-    and compute in integers only: a "full-integer" file with float or custom ops left in would
-    fall back to the CPU, or fail to load, on integer-only accelerators (Edge TPU, many NPUs)."""
-    row.accuracy_drop = 100.0 * (reference_accuracy - (row.accuracy or 0.0))
-    # A hair of tolerance: a drop of exactly max_drop, computed in floats, must pass.
-    within = row.accuracy_drop <= max_drop + 1e-9
-    row.gate = GATE_PASSED if within and row.integer_only is not False else GATE_FAILED
+def _measured(row: ParityRow) -> str:
+    paired = row.paired
+    if not paired:
+        return f"{row.name} {_percent(row.accuracy)} ({_signed_drop(row.accuracy_drop)})"
+    return (f"{row.name} {_percent(row.accuracy)} ({_signed_drop(row.accuracy_drop)}; {100 * paired['confidence']:.0f}% interval "
+            f"of int8 - float [{paired['low']:+.1f}, {paired['high']:+.1f}] points)")  # fmt: skip
+
+
+REMEDY = (
+    "judge on more held-out images: a larger test split (`edgecls train --test-fraction`, or `edgecls convert "
+    "--split` with a split.csv whose test part is larger), then convert again"
+)
+
+
+def apply_gate(row: ParityRow, y_true: np.ndarray, reference: np.ndarray, probabilities: np.ndarray, max_drop: float) -> None:
+    """Judge a full-integer row against float Keras on the same test images (`reference`,
+    `probabilities`: either's per-image probabilities or predicted classes).
+
+    The int8-minus-float accuracy difference gets a paired confidence interval (paired.py):
+    passed when its lower end is at or above -max_drop, failed when its upper end is below
+    it, inconclusive in between. Whatever the interval, a file that does not compute in
+    integers only fails: a "full-integer" file with float or custom ops left in would fall back
+    to the CPU, or fail to load, on integer-only accelerators (Edge TPU, many NPUs)."""
+    difference = paired_difference(y_true, reference, probabilities)
+    row.paired = difference.to_dict()
+    row.accuracy_drop = -difference.difference
+    row.gate = GATE_FAILED if row.integer_only is False else decide(difference, max_drop)
+    row.images_to_resolve = images_to_resolve(difference, max_drop) if row.gate == GATE_INCONCLUSIVE else None
 
 
 def _failure(row: ParityRow) -> str:

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from edgecls.convert.parity import GATE_FAILED, KERAS, ParityReport, ParityRow
+from edgecls.convert.parity import GATE_PASSED, KERAS, ParityReport, ParityRow
 from edgecls.files import write_json_atomic, write_text_atomic
 
 JSON_FILE = "parity.json"
 MARKDOWN_FILE = "parity.md"
+LAYER_PLOT_PREFIX = "layer_error_"
 
 COLUMNS = (
     # (header, right-aligned)
@@ -21,12 +22,13 @@ COLUMNS = (
     ("macro AUC", True),
     ("agree", True),
     ("KL", True),
+    ("int8 - float [95% CI]", True),
     ("ms/img", True),
     ("int only", False),
     ("gate", False),
 )
 
-TERMINAL_HEADERS = {"accuracy": "acc", "bal. acc.": "bal acc", "macro AUC": "AUC", "size KB": "KB", "ms/img": "ms"}
+TERMINAL_HEADERS = {"int8 - float [95% CI]": "Δ acc [95% CI]", "accuracy": "acc", "bal. acc.": "bal acc", "macro AUC": "AUC", "size KB": "KB", "ms/img": "ms"}
 
 
 def table_rows(report: ParityReport) -> list[list[str]]:
@@ -36,10 +38,12 @@ def table_rows(report: ParityReport) -> list[list[str]]:
 
 def _cells(row: ParityRow, float32_size: int | None) -> list[str]:
     if row.error:
-        return [row.name, "-", "-", "-", "-", "-", "-", "-", "-", "-", "-", f"conversion failed: {row.error}"]
+        return [row.name, *["-"] * (len(COLUMNS) - 2), f"conversion failed: {row.error}"]
     ratio = f"{row.size_bytes / float32_size:.2f}" if row.size_bytes and float32_size else "-"
     size = f"{row.size_bytes / 1024:.1f}" if row.size_bytes else "-"
     integer = "-" if row.integer_only is None else ("yes" if row.integer_only else f"NO: {row.float_ops}")
+    if row.float_layers and row.integer_only:
+        integer = f"mixed: {', '.join(row.float_layers)} float"
     return [
         row.name,
         row.file or ("(reference)" if row.name == KERAS else "-"),
@@ -50,10 +54,17 @@ def _cells(row: ParityRow, float32_size: int | None) -> list[str]:
         _number(row.macro_auc, 3),
         _percent(row.agreement),
         _number(row.mean_kl, 4),
+        difference_text(row),
         _number(row.latency_ms, 2),
         integer,
-        row.gate.upper() if row.gate == GATE_FAILED else (row.gate or "-"),
+        (row.gate if row.gate == GATE_PASSED else row.gate.upper()) if row.gate else "-",
     ]
+
+
+def difference_text(row: ParityRow) -> str:
+    """int8 - float accuracy in points with its interval, e.g. "-1.4 [-3.9, +0.8]"."""
+    p = row.paired
+    return f"{p['difference']:+.1f} [{p['low']:+.1f}, {p['high']:+.1f}]" if p else "-"
 
 
 def _percent(value: float | None) -> str:
@@ -89,10 +100,13 @@ def to_markdown(report: ParityReport) -> str:
         "",
         "accuracy, bal. acc. (balanced accuracy), macro AUC (one-vs-rest ROC AUC, averaged over classes): on the "
         "test split. agree: top-1 agreement with float Keras; KL: mean KL divergence from float Keras "
-        "(nats). x f32: size relative to model_float32.tflite. gate: full-integer files must be within "
-        f"{report.max_drop:g} accuracy point{'' if abs(report.max_drop) == 1 else 's'} of float Keras.",
+        "(nats). x f32: size relative to model_float32.tflite.",
+        "",
+        gate_explanation(report),
     ]
     lines += calibration_markdown(report)
+    lines += keep_float_markdown(report)
+    lines += layer_error_markdown(report)
     notes = report.notes + [f"{row.name}: {note}" for row in report.rows for note in row.notes]
     if notes:
         lines += ["", "## Notes", ""] + [f"- {note}" for note in notes]
@@ -103,6 +117,20 @@ def to_markdown(report: ParityReport) -> str:
             facts = [f"{key}: {value}" for key, value in row.details.items() if value not in (None, "") and value != row.name]
             lines.append(f"- {row.name}: " + (f"failed: {row.error}" if row.error else "; ".join(facts)))
     return "\n".join(lines) + "\n"
+
+
+def gate_explanation(report: ParityReport) -> str:
+    """What the gate column and the interval mean, for parity.md."""
+    from edgecls.convert.paired import METHOD
+
+    points = f"{report.max_drop:g} accuracy point{'' if abs(report.max_drop) == 1 else 's'}"
+    return (
+        "int8 - float: the file's accuracy minus float Keras's on the same test images, in points, with its "
+        f"95% confidence interval ({METHOD}). gate: full-integer files may lose at most {points} "
+        f"(`--max-drop`): passed when the interval's lower end is at or above -{report.max_drop:g}, FAILED "
+        f"(exit code 3) when its upper end is below it, INCONCLUSIVE (exit code 4) when it straddles it: the test "
+        "split is too small to tell. A file that computes in float where it should not fails whatever its accuracy."
+    )
 
 
 def calibration_line(row: ParityRow) -> str:
@@ -168,7 +196,48 @@ def normalization_text(report: ParityReport) -> str:
     return f"{norm.get('description')}{values}; {norm.get('source') or 'edgecls convention'}"
 
 
-def write_report(report: ParityReport, output_dir: Path) -> tuple[Path, Path]:
-    json_path = write_json_atomic(output_dir / JSON_FILE, report.to_dict())
-    markdown_path = write_text_atomic(output_dir / MARKDOWN_FILE, to_markdown(report))
-    return json_path, markdown_path
+def keep_float_markdown(report: ParityReport) -> list[str]:
+    """--auto-keep-float: every file tried, all int8 first."""
+    lines = []
+    for row in report.rows:
+        if not row.keep_float_steps:
+            continue
+        lines += ["", f"## --auto-keep-float: {row.file or row.name}", "",
+                  "| float layers | accuracy | int8 - float [95% CI] | gate | size KB | ms/img |", "|---|---:|---:|---|---:|---:|"]  # fmt: skip
+        for step in row.keep_float_steps:
+            layers = ", ".join(step["float_layers"]) or "(all int8)"
+            if step.get("error"):
+                lines.append(f"| {layers} | - | - | conversion failed: {step['error']} | - | - |")
+                continue
+            interval = f"{-step['accuracy_drop']:+.1f} [{step['low']:+.1f}, {step['high']:+.1f}]"
+            lines.append(f"| {layers} | {_percent(step['accuracy'])} | {interval} | {step['gate']} | "
+                         f"{step['size_bytes'] / 1024:.1f} | {_number(step['latency_ms'], 2)} |")  # fmt: skip
+    return lines
+
+
+def layer_plot_name(row: ParityRow) -> str:
+    return f"{LAYER_PLOT_PREFIX}{row.name}.png"
+
+
+def layer_error_markdown(report: ParityReport) -> list[str]:
+    from edgecls.convert.layer_error import errors_from_dict, markdown_table
+
+    lines = []
+    for row in report.rows:
+        if row.layer_errors:
+            lines += ["", f"## Per-layer quantization error: {row.file or row.name}", ""]
+            lines += markdown_table(errors_from_dict(row.layer_errors))
+            lines += ["", f"![per-layer error, {row.name}]({layer_plot_name(row)})"]
+    return lines
+
+
+def write_report(report: ParityReport, output_dir: Path) -> list[Path]:
+    """parity.json, parity.md and one per-layer error plot per full-integer file; the paths written."""
+    from edgecls.convert.layer_error import errors_from_dict, plot_layer_errors
+
+    written = [output_dir / layer_plot_name(row) for row in report.rows if row.layer_errors]
+    for row, path in zip([row for row in report.rows if row.layer_errors], written):
+        plot_layer_errors(errors_from_dict(row.layer_errors), path)
+    written.append(write_json_atomic(output_dir / JSON_FILE, report.to_dict()))
+    written.append(write_text_atomic(output_dir / MARKDOWN_FILE, to_markdown(report)))
+    return written
