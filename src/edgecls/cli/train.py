@@ -96,25 +96,32 @@ def train(
         **({} if weight_decay is None else {"weight_decay": weight_decay}),
         **({} if warmup_fraction is None else {"warmup_fraction": warmup_fraction}),
     )  # fmt: skip
-    if strategy == Strategy.multi_worker:
-        _quiet_native_exit()
+    # TF_CONFIG first: a missing or malformed one is refused before anything else happens.
+    worker = read_tf_config() if strategy == Strategy.multi_worker else None
     try:
-        train_classifier(data, options, output)
+        if worker is not None:
+            _train_quietly(train_classifier, data, options, output)
+        else:
+            train_classifier(data, options, output)
     except KeyboardInterrupt:
         if strategy == Strategy.multi_worker:
             raise EdgeclsError("interrupted; start every worker again with the same command to continue", EXIT_INTERRUPTED) from None
         raise EdgeclsError(f"interrupted; continue with: edgecls train {data} --output {output} --resume", EXIT_INTERRUPTED) from None
-    if strategy == Strategy.multi_worker and not read_tf_config().is_chief:
+    if worker is not None and not worker.is_chief:
         typer.echo(f"done; the chief writes the run folder {output}")
         return
     _list_files(output)
 
 
-def _quiet_native_exit() -> None:
-    """TensorFlow's distributed runtime logs its shutdown (pages of C++ lines when a peer was lost)
-    while the interpreter exits, after edgecls has said what happened in one line."""
+def _train_quietly(train_classifier, data, options, output) -> None:
+    """A multi-worker run with TensorFlow's distributed runtime kept off stderr: when a peer is
+    lost it writes pages of C++ lines, during training and again while the interpreter exits,
+    and edgecls says what happened in one line."""
     import atexit
     import os
+
+    from edgecls.core.native_stderr import quiet_native_stderr
+    from edgecls.log import enable_logging
 
     def silence() -> None:
         try:
@@ -126,6 +133,12 @@ def _quiet_native_exit() -> None:
             pass
 
     atexit.register(silence)
+    try:
+        with quiet_native_stderr():
+            enable_logging("INFO")  # onto the stderr that quiet_native_stderr keeps for Python
+            train_classifier(data, options, output)
+    finally:
+        enable_logging("INFO")
 
 
 def evaluate(
