@@ -123,6 +123,11 @@ def _train_multi_worker(options: TrainOptions, data_path, run_dir: Path, extra_c
         logger.info(f"using a stratified subset of {len(dataset)} images (--limit {options.limit})")
     tf, _ = import_tf()
     strategy = cluster.connect(tf, worker, options.worker_timeout)
+    if options.batch_size % strategy.num_replicas_in_sync:  # a worker's GPUs are replicas too
+        raise EdgeclsError(
+            f"--batch-size {options.batch_size} does not split evenly over {strategy.num_replicas_in_sync} replicas "
+            f"({worker.count} workers and their GPUs)"
+        )
 
     # The chief checks the run folder; every worker then learns what the others found.
     problem, continuing = "", False
