@@ -166,7 +166,11 @@ def _train_multi_worker(options: TrainOptions, data_path, run_dir: Path, extra_c
         logger.info(split_summary(dataset, split))
     else:
         config = run_config(data_path, dataset, options)
-        work_dir = Path(tempfile.mkdtemp(prefix=f"edgecls-{worker.task_type}{worker.task_index}-"))
+        # Named after the run folder, so a restart after a crash (SIGKILL runs no cleanup)
+        # removes what the lost process left.
+        work_dir = Path(tempfile.gettempdir()) / f"edgecls-{worker.task_type}{worker.task_index}-{cluster.fingerprint(str(run_dir.resolve())):x}"
+        shutil.rmtree(work_dir, ignore_errors=True)
+        work_dir.mkdir(parents=True)
     try:
         history = read_history(run_dir) if continuing else None
         model = fit_model(options, dataset, split, work_dir, extra_callbacks, strategy=strategy,
