@@ -243,6 +243,12 @@ def fit_model(options: TrainOptions, dataset, split: pd.Series, run_dir: Path, e
     if not len(targets["val"]):
         raise EdgeclsError("the validation split is empty: training needs it to pick the best epoch (--val-fraction)")
     cache = "" if options.cache_file is None else options.cache_file
+    if worker is None:
+        train_data, steps = training_dataset(
+            tf, sources["train"], targets["train"], options.size, options.batch_size, len(labels), options.seed,
+            augment=options.augment, balanced=options.imbalance == "balanced-sampling",
+            cache=cache + ".train" if cache else cache,
+        )  # fmt: skip
     val_data = evaluation_dataset(tf, sources["val"], targets["val"], options.size, options.batch_size,
                                   cache=cache + ".val" if cache else cache)  # fmt: skip
     weights = None
@@ -250,14 +256,8 @@ def fit_model(options: TrainOptions, dataset, split: pd.Series, run_dir: Path, e
         weights = class_weights(targets["train"], len(labels), options.class_weight_power)
     if weights:
         logger.info("class weights: " + ", ".join(f"{labels[c]} {w:.2f}" for c, w in weights.items()))
-    if worker is None:
-        train_data, steps = training_dataset(
-            tf, sources["train"], targets["train"], options.size, options.batch_size, len(labels), options.seed,
-            augment=options.augment, balanced=options.imbalance == "balanced-sampling",
-            cache=cache + ".train" if cache else cache,
-        )  # fmt: skip
-        fit_weights = weights
-    else:
+    fit_weights = weights
+    if worker is not None:
         from edgecls.train.cluster import sharded_training_data
 
         train_data, steps = sharded_training_data(keras, options, sources["train"], targets["train"], len(labels),
