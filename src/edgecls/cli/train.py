@@ -4,6 +4,7 @@ them keeps `edgecls --help` light (the model names come from a TF-free registry)
 
 from __future__ import annotations
 
+import os
 import sys
 from enum import Enum
 from pathlib import Path
@@ -11,6 +12,7 @@ from typing import Optional
 
 import typer
 
+from edgecls.cli.support import fail
 from edgecls.errors import EXIT_INTERRUPTED, EdgeclsError
 from edgecls.train.models import list_models
 from edgecls.train.options import (
@@ -115,28 +117,28 @@ def train(
 
 def _train_quietly(train_classifier, data, options, output) -> None:
     """A multi-worker run with TensorFlow's distributed runtime kept off stderr: when a peer is
-    lost it writes pages of C++ lines, during training and again while the interpreter exits,
-    and edgecls says what happened in one line."""
-    import atexit
-    import os
-
+    lost it writes pages of C++ lines, during training and again while the process ends, and
+    edgecls says what happened in one line."""
     from edgecls.core.native_stderr import quiet_native_stderr
     from edgecls.log import enable_logging
+    from edgecls.train import cluster
 
-    def silence() -> None:
-        try:
-            sys.stdout.flush()
-            sys.stderr.flush()
-            devnull = os.open(os.devnull, os.O_WRONLY)
-            os.dup2(devnull, 2)
-        except (OSError, ValueError):
-            pass
-
-    atexit.register(silence)
     try:
         with quiet_native_stderr():
             enable_logging("INFO")  # onto the stderr that quiet_native_stderr keeps for Python
             train_classifier(data, options, output)
+    except EdgeclsError as exc:
+        enable_logging("INFO")
+        if not cluster.runtime_started():
+            raise
+        # The one line first, then nothing more from the runtime's shutdown on this stderr.
+        done = fail(str(exc), exc.exit_code)
+        try:
+            sys.stderr.flush()
+            os.dup2(os.open(os.devnull, os.O_WRONLY), 2)
+        except (OSError, ValueError):
+            pass
+        raise done from None
     finally:
         enable_logging("INFO")
 

@@ -24,6 +24,12 @@ logger = get_logger("train")
 
 TF_CONFIG = "TF_CONFIG"
 _JOBS = ("chief", "worker")  # the task types that train; evaluator and ps do not exist for this strategy
+_started = False  # whether this process has configured TensorFlow's distributed runtime
+
+
+def runtime_started() -> bool:
+    """True once `connect` has started TensorFlow's distributed runtime in this process."""
+    return _started
 
 
 @dataclasses.dataclass(frozen=True)
@@ -120,6 +126,8 @@ def connect(tf, worker: Worker, timeout: float):
     # set, but with a bounded registration wait (TensorFlow's API has no other way to pass it).
     from tensorflow.python.distribute import multi_worker_util
 
+    global _started
+    _started = True
     cluster_spec = multi_worker_util.normalize_cluster_spec(worker.cluster)
     coordinated = []
     try:
@@ -149,9 +157,11 @@ def connect(tf, worker: Worker, timeout: float):
     try:
         strategy = tf.distribute.MultiWorkerMirroredStrategy(cluster_resolver=resolver, communication_options=options)
     except (tf.errors.OpError, RuntimeError, ValueError) as exc:
+        timed_out = isinstance(exc, tf.errors.DeadlineExceededError) or "timed out" in str(exc).lower()
+        reason = "is every worker started, with the same cluster in TF_CONFIG, and its port open?" if timed_out else first_line(exc, 160)
         raise EdgeclsError(
             f"{worker.name} ({worker.address}) could not join the other workers ({', '.join(worker.addresses)}) "
-            f"within {timeout:.0f} s: {first_line(exc, 160)}"
+            f"within {timeout:.0f} s: {reason}"
         ) from None
     logger.info(f"{worker.count} workers joined; this is {worker.name}{' (chief: it writes the run folder)' if worker.is_chief else ''}")
     return strategy
