@@ -95,7 +95,8 @@ def restarted_job(colour_data, tmp_path_factory):
         while time.monotonic() < deadline and not backup.is_file() and all(p.poll() is None for p in procs):
             time.sleep(0.05)
         assert backup.is_file() and procs[1].poll() is None, "no epoch was backed up: " + procs[0].communicate(timeout=60)[1][-2000:]
-        time.sleep(0.5)  # into epoch 2
+        time.sleep(0.2)  # into epoch 2 (each epoch ends with a validation pass: longer than this)
+        assert procs[1].poll() is None, "worker 1 ended before it could be killed"
         procs[1].send_signal(signal.SIGKILL)
         lost_after = time.monotonic()
         (code, _, lost_err), = finish(procs[:1], timeout=120)
