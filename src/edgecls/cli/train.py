@@ -4,6 +4,7 @@ them keeps `edgecls --help` light (the model names come from a TF-free registry)
 
 from __future__ import annotations
 
+import os
 import sys
 from enum import Enum
 from pathlib import Path
@@ -11,6 +12,7 @@ from typing import Optional
 
 import typer
 
+from edgecls.cli.support import fail
 from edgecls.errors import EXIT_INTERRUPTED, EdgeclsError
 from edgecls.train.models import list_models
 from edgecls.train.options import (
@@ -69,13 +71,15 @@ def train(
     limit: Optional[int] = typer.Option(None, "--limit", min=10, help="Use a stratified subset of about this many images (quick trials)."),
     weights: Optional[str] = typer.Option(None, "--weights", help="Start from 'imagenet' (mobilenetv2*) or a weights file."),
     seed: int = typer.Option(_DEFAULTS.seed, "--seed", help="Seed for the split, shuffling, augmentation and initial weights."),
-    strategy: Strategy = typer.Option(_DEFAULTS.strategy, "--strategy", help="mirrored: data-parallel over all local GPUs."),
+    strategy: Strategy = typer.Option(_DEFAULTS.strategy, "--strategy", help="mirrored: data-parallel over all local GPUs; multi-worker: over several machines, the cluster from TF_CONFIG (docs/multi-machine.md)."),
+    worker_timeout: float = typer.Option(_DEFAULTS.worker_timeout, "--worker-timeout", min=1, help="multi-worker: seconds to wait for the other workers (joining, and each exchange) before failing."),
     mixed_precision: MixedPrecision = typer.Option(_DEFAULTS.mixed_precision, "--mixed-precision", help="float16 compute; auto = on when a GPU is present."),
     resume: bool = typer.Option(False, "--resume", help="Continue an interrupted (or finished, with more --epochs) run in OUTPUT."),
     force: bool = typer.Option(False, "--force", help="Replace the run already in OUTPUT."),
 ) -> None:
     """Train a classifier: split the dataset, train, keep the best epoch, evaluate on val and test."""
     from edgecls import train_classifier
+    from edgecls.train.cluster import read_tf_config
 
     if no_augment and augment != Augment(_DEFAULTS.augment):
         raise EdgeclsError(f"--no-augment and --augment {augment.value} disagree: pass one of them")
@@ -89,16 +93,54 @@ def train(
         label_smoothing=label_smoothing, imbalance=imbalance.value, augment="none" if no_augment else augment.value,
         data_format=data_format.value, monitor=monitor.value, patience=patience, val_fraction=val_fraction,
         test_fraction=test_fraction, limit=limit, weights=weights, seed=seed, strategy=strategy.value,
-        mixed_precision=mixed_precision.value, resume=resume, force=force,
+        mixed_precision=mixed_precision.value, resume=resume, force=force, worker_timeout=worker_timeout,
         verbose=1 if sys.stdout.isatty() else 2,
         **({} if weight_decay is None else {"weight_decay": weight_decay}),
         **({} if warmup_fraction is None else {"warmup_fraction": warmup_fraction}),
     )  # fmt: skip
+    # TF_CONFIG first: a missing or malformed one is refused before anything else happens.
+    worker = read_tf_config() if strategy == Strategy.multi_worker else None
     try:
-        train_classifier(data, options, output)
+        if worker is not None:
+            _train_quietly(train_classifier, data, options, output)
+        else:
+            train_classifier(data, options, output)
     except KeyboardInterrupt:
+        if strategy == Strategy.multi_worker:
+            raise EdgeclsError("interrupted; start every worker again with the same command to continue", EXIT_INTERRUPTED) from None
         raise EdgeclsError(f"interrupted; continue with: edgecls train {data} --output {output} --resume", EXIT_INTERRUPTED) from None
+    if worker is not None and not worker.is_chief:
+        typer.echo(f"done; the chief writes the run folder {output}")
+        return
     _list_files(output)
+
+
+def _train_quietly(train_classifier, data, options, output) -> None:
+    """A multi-worker run with TensorFlow's distributed runtime kept off stderr: when a peer is
+    lost it writes pages of C++ lines, during training and again while the process ends, and
+    edgecls says what happened in one line."""
+    from edgecls.core.native_stderr import quiet_native_stderr
+    from edgecls.log import enable_logging
+    from edgecls.train import cluster
+
+    try:
+        with quiet_native_stderr():
+            enable_logging("INFO")  # onto the stderr that quiet_native_stderr keeps for Python
+            train_classifier(data, options, output)
+    except EdgeclsError as exc:
+        enable_logging("INFO")
+        if not cluster.runtime_started():
+            raise
+        # The one line first, then nothing more from the runtime's shutdown on this stderr.
+        done = fail(str(exc), exc.exit_code)
+        try:
+            sys.stderr.flush()
+            os.dup2(os.open(os.devnull, os.O_WRONLY), 2)
+        except (OSError, ValueError):
+            pass
+        raise done from None
+    finally:
+        enable_logging("INFO")
 
 
 def evaluate(

@@ -159,3 +159,35 @@ def best_so_far(history: pd.DataFrame | None, monitor: str) -> tuple[float | Non
     values = history[monitor].astype(float)
     row = values.idxmin() if monitor.endswith("loss") else values.idxmax()
     return float(values[row]), int(history["epoch"][row])
+
+
+class WorkersAgree(keras.callbacks.Callback):
+    """Multi-worker: before the first epoch of this start, every worker must have restored the same
+    epoch and hold the same history, or their epoch-end decisions (best epoch, early stopping)
+    would differ and one would wait for the others forever. The chief then says where training
+    continues from. Listed first."""
+
+    def __init__(self, strategy, worker, history: pd.DataFrame | None, monitor: str):
+        super().__init__()
+        self.strategy, self.worker, self.history, self.monitor = strategy, worker, history, monitor
+        self.checked = False
+
+    def on_epoch_begin(self, epoch, logs=None):
+        if self.checked:
+            return
+        self.checked = True
+        from edgecls.errors import EdgeclsError
+        from edgecls.log import get_logger
+        from edgecls.train.cluster import gather_rows
+
+        done = 0 if self.history is None else int((self.history["epoch"] < epoch).sum())
+        best, _ = best_so_far(None if self.history is None else self.history[self.history["epoch"] < epoch], self.monitor)
+        rows = gather_rows(tf, self.strategy, [epoch, done, -1.0 if best is None else best])
+        if len({tuple(row) for row in rows.tolist()}) > 1:
+            starts = ", ".join(f"worker {rank}: epoch {int(row[0])}" for rank, row in enumerate(rows))
+            raise EdgeclsError(
+                f"the workers restored different states ({starts}): the run folder (--output) must be on storage "
+                "every worker shares"
+            )
+        if epoch and self.worker.is_chief:
+            get_logger("train").info(f"resuming from epoch {epoch}: {epoch} completed epoch(s) restored from the backup")

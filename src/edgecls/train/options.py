@@ -18,14 +18,14 @@ OPTIMIZER_CHOICES = ("adam", "adamw")
 # default); strong: flips, any rotation, scale 0.8-1.25, +-10% shifts (reflected
 # borders), brightness/contrast/saturation +-20% (pipeline.StrongAugmenter).
 AUGMENT_CHOICES = ("none", "standard", "strong")
-STRATEGY_CHOICES = ("default", "mirrored")
+STRATEGY_CHOICES = ("default", "mirrored", "multi-worker")
 MIXED_PRECISION_CHOICES = ("auto", "on", "off")
 FORMAT_CHOICES = ("auto", "ham10000", "folders", "hmnist")
 
 # Run controls: how this invocation behaves, not what the model is; kept out of config.json.
 DEFAULT_EPOCHS = 30  # a new run's most epochs when `epochs` is None
 
-_RUN_CONTROLS = ("resume", "force", "verbose")
+_RUN_CONTROLS = ("resume", "force", "verbose", "worker_timeout")
 
 
 @dataclass
@@ -53,12 +53,14 @@ class TrainOptions:
     `limit` (a stratified subset of about this many images, for quick trials), `cache_file`
     (cache decoded images on disk instead of in memory).
 
-    The machine: `strategy` ("default", or "mirrored" over all local GPUs), `mixed_precision`
+    The machine: `strategy` ("default"; "mirrored" over all local GPUs; "multi-worker": several
+    machines, the cluster read from TF_CONFIG, docs/multi-machine.md), `mixed_precision`
     ("auto": float16 compute when a GPU is present, "on", "off"), `tensorboard` (write logs/).
 
     This invocation only (not saved in config.json): `resume` (continue the run in the output
     folder), `force` (replace it), `verbose` (Keras' fit output: 0 none, 1 a progress bar, 2 one
-    line per epoch).
+    line per epoch), `worker_timeout` (multi-worker: seconds to wait for the other workers to join,
+    and for any one exchange with them, before failing).
     """
 
     model: str = "edge-cnn"
@@ -97,6 +99,7 @@ class TrainOptions:
     resume: bool = False
     force: bool = False
     verbose: int = 2  # Keras fit verbosity: 1 progress bar, 2 one line per epoch
+    worker_timeout: float = 300.0  # multi-worker: the longest wait for the other workers
 
     def __post_init__(self) -> None:
         if isinstance(self.augment, bool):  # a config.json or caller that gives augment as on/off
@@ -136,6 +139,8 @@ class TrainOptions:
             )
         if self.limit is not None and self.limit < 10:
             raise EdgeclsError(f"--limit must be at least 10 images, got {self.limit}")
+        if not self.worker_timeout > 0:
+            raise EdgeclsError(f"--worker-timeout must be positive, got {self.worker_timeout}")
         if self.resume and self.force:
             raise EdgeclsError("--resume continues a run and --force replaces it: pass one of them")
         return self

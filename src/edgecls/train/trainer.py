@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import os
 import time
 from pathlib import Path
 from typing import Iterable
@@ -23,7 +24,7 @@ from edgecls.core.pipeline import class_weights
 from edgecls.errors import EdgeclsError, first_line
 from edgecls.log import get_logger
 from edgecls.train.options import DEFAULT_EPOCHS, TrainOptions
-from edgecls.train.run import prepare_run_dir, write_run_config
+from edgecls.train.run import prepare_run_dir, run_config, write_run_config
 
 logger = get_logger("train")
 
@@ -47,11 +48,18 @@ def train_model(
 
     options.validate()
     run_dir = Path(run_dir)
+    if options.strategy == "multi-worker":
+        return _train_multi_worker(options, data_path, run_dir, list(extra_callbacks))
     # Check the data before --force clears an existing run: bad data must not cost the old run.
     dataset = None if options.resume else load_dataset(data_path, options.data_format)
     resuming = prepare_run_dir(run_dir, force=options.force, resume=options.resume)
     if resuming:
         saved = runs.load_run(run_dir).options
+        if saved.strategy == "multi-worker":
+            raise EdgeclsError(
+                f"{run_dir} was trained on several workers: start its workers again with the same command "
+                "(TF_CONFIG, --strategy multi-worker) to continue it, rather than --resume on one machine"
+            )
         options = TrainOptions.from_config(saved.to_config(), epochs=options.epochs, verbose=options.verbose, resume=True)
         logger.info(f"resuming {run_dir}: {options.model}, {options.image_size}px, up to epoch {options.epochs}")
     elif options.resume:
@@ -78,6 +86,110 @@ def train_model(
     run.__dict__.update(dataset=dataset, model=model)  # both in memory already: skip reloading them
     evaluate_run(run, ("val", "test"), run_dir)
     return run
+
+
+def _train_multi_worker(options: TrainOptions, data_path, run_dir: Path, extra_callbacks: list) -> runs.Run:
+    """`train_model` on one worker of several (TF_CONFIG). Every worker runs this with the same
+    command; they agree on the dataset, the options and whether an unfinished run is continued
+    before training, and only the chief writes the run folder: the others write into a temporary
+    folder that is removed at the end."""
+    import shutil
+    import tempfile
+
+    from edgecls.core.tf_env import import_tf
+    from edgecls.data.datasets import load_dataset
+    from edgecls.data.split import load_split, make_split, save_split, stratified_subset
+    from edgecls.train import cluster
+    from edgecls.train.evaluate import evaluate_run
+    from edgecls.train.run import prepare_multi_worker_run_dir
+
+    if options.resume:
+        raise EdgeclsError(
+            "--resume continues a run on one machine; a multi-worker job continues by itself when all its "
+            "workers are started again with the same command"
+        )
+    worker = cluster.read_tf_config()
+    if options.epochs is None:
+        options = dataclasses.replace(options, epochs=DEFAULT_EPOCHS)
+    if options.batch_size % worker.count:
+        raise EdgeclsError(
+            f"--batch-size {options.batch_size} (images per step over all workers) does not split evenly "
+            f"over {worker.count} workers"
+        )
+    dataset = load_dataset(data_path, options.data_format)
+    logger.info(f"dataset: {dataset.summary()}")
+    if options.limit:
+        dataset = stratified_subset(dataset, options.limit, options.seed)
+        logger.info(f"using a stratified subset of {len(dataset)} images (--limit {options.limit})")
+    tf, _ = import_tf()
+    strategy = cluster.connect(tf, worker, options.worker_timeout)
+    if options.batch_size % strategy.num_replicas_in_sync:  # a worker's GPUs are replicas too
+        raise EdgeclsError(
+            f"--batch-size {options.batch_size} does not split evenly over {strategy.num_replicas_in_sync} replicas "
+            f"({worker.count} workers and their GPUs)"
+        )
+
+    # The chief checks the run folder; every worker then learns what the others found.
+    problem, continuing = "", False
+    if worker.is_chief:
+        try:
+            continuing = prepare_multi_worker_run_dir(run_dir, options)
+        except EdgeclsError as exc:
+            problem = str(exc)
+    items = dataset.items
+    data_print = cluster.fingerprint(list(dataset.labels), items["key"].tolist(), items["label"].tolist())
+    options_print = cluster.fingerprint(options.to_config())
+    rows = cluster.gather_rows(tf, strategy, [0 if problem else 1, int(continuing), data_print, options_print, len(items)])
+    if problem:
+        raise EdgeclsError(problem)
+    if not rows[:, 0].all():
+        raise EdgeclsError("the chief stopped before training (its output says why); nothing was trained")
+    if len(set(rows[:, 2])) > 1:
+        counts = ", ".join(f"worker {rank}: {int(n)} images" for rank, n in enumerate(rows[:, 4]))
+        raise EdgeclsError(
+            f"the dataset differs between workers ({counts}; file lists differ): every worker needs the same "
+            f"dataset, on shared storage or an identical copy (this worker reads {os.path.abspath(data_path)})"
+        )
+    if len(set(rows[:, 3])) > 1:
+        raise EdgeclsError("the training options differ between workers: start every worker with the same command")
+    continuing = bool(rows[0, 1])
+
+    split = make_split(dataset, options.val_fraction, options.test_fraction, options.seed)
+    work_dir = run_dir
+    if worker.is_chief:
+        if continuing:
+            split = load_split(run_dir, dataset)
+            logger.info(f"continuing the unfinished multi-worker run in {run_dir}")
+        else:
+            save_split(run_dir, dataset, split)
+        config = write_run_config(run_dir, data_path, dataset, options)
+        logger.info(split_summary(dataset, split))
+    else:
+        config = run_config(data_path, dataset, options)
+        # Named after the run folder, so a restart after a crash (SIGKILL runs no cleanup)
+        # removes what the lost process left.
+        work_dir = Path(tempfile.gettempdir()) / f"edgecls-{worker.task_type}{worker.task_index}-{cluster.fingerprint(str(run_dir.resolve())):x}"
+        shutil.rmtree(work_dir, ignore_errors=True)
+        work_dir.mkdir(parents=True)
+    try:
+        history = read_history(run_dir) if continuing else None
+        model = fit_model(options, dataset, split, work_dir, extra_callbacks, strategy=strategy,
+                          history=history, backup_dir=run_dir / runs.BACKUP_DIR, worker=worker)  # fmt: skip
+    finally:
+        if work_dir != run_dir:
+            shutil.rmtree(work_dir, ignore_errors=True)
+    if not worker.is_chief:
+        logger.info(f"{worker.name} done; the chief writes the run folder {run_dir}")
+        return runs.Run(run_dir, config, str(data_path))
+    run = runs.load_run(run_dir, data_override=str(data_path))
+    run.__dict__.update(dataset=dataset, model=model)
+    evaluate_run(run, ("val", "test"), run_dir)
+    return run
+
+
+def read_history(run_dir: Path) -> pd.DataFrame | None:
+    path = run_dir / runs.HISTORY_FILE
+    return pd.read_csv(path) if path.is_file() else None
 
 
 def split_summary(dataset, split: pd.Series) -> str:
@@ -110,8 +222,13 @@ def precision_policy(keras, tf, setting: str):
         keras.mixed_precision.set_global_policy("float32")
 
 
-def fit_model(options: TrainOptions, dataset, split: pd.Series, run_dir: Path, extra_callbacks: list):
-    """Fit, then save the best epoch's weights as model.keras (float32); return that model."""
+def fit_model(options: TrainOptions, dataset, split: pd.Series, run_dir: Path, extra_callbacks: list, *,
+              strategy=None, history: pd.DataFrame | None = None, backup_dir: Path | None = None, worker=None):  # fmt: skip
+    """Fit, then save the best epoch's weights as model.keras (float32); return that model.
+
+    Multi-worker (`strategy` and `worker` from `cluster.connect`): `run_dir` is where this worker
+    writes (the chief's run folder, or another worker's temporary folder), `backup_dir` the run
+    folder's shared backup, `history` the run's epochs so far when continuing."""
     from edgecls.core.pipeline import evaluation_dataset, image_sources, training_dataset
     from edgecls.core.tf_env import import_tf
     from edgecls.train import callbacks as cb
@@ -126,11 +243,12 @@ def fit_model(options: TrainOptions, dataset, split: pd.Series, run_dir: Path, e
     if not len(targets["val"]):
         raise EdgeclsError("the validation split is empty: training needs it to pick the best epoch (--val-fraction)")
     cache = "" if options.cache_file is None else options.cache_file
-    train_data, steps = training_dataset(
-        tf, sources["train"], targets["train"], options.size, options.batch_size, len(labels), options.seed,
-        augment=options.augment, balanced=options.imbalance == "balanced-sampling",
-        cache=cache + ".train" if cache else cache,
-    )  # fmt: skip
+    if worker is None:
+        train_data, steps = training_dataset(
+            tf, sources["train"], targets["train"], options.size, options.batch_size, len(labels), options.seed,
+            augment=options.augment, balanced=options.imbalance == "balanced-sampling",
+            cache=cache + ".train" if cache else cache,
+        )  # fmt: skip
     val_data = evaluation_dataset(tf, sources["val"], targets["val"], options.size, options.batch_size,
                                   cache=cache + ".val" if cache else cache)  # fmt: skip
     weights = None
@@ -138,9 +256,17 @@ def fit_model(options: TrainOptions, dataset, split: pd.Series, run_dir: Path, e
         weights = class_weights(targets["train"], len(labels), options.class_weight_power)
     if weights:
         logger.info("class weights: " + ", ".join(f"{labels[c]} {w:.2f}" for c, w in weights.items()))
+    fit_weights = weights
+    if worker is not None:
+        from edgecls.train.cluster import sharded_training_data
 
-    strategy = tf.distribute.MirroredStrategy() if options.strategy == "mirrored" else tf.distribute.get_strategy()
-    history = runs.load_run(run_dir).history if options.resume else None
+        train_data, steps = sharded_training_data(keras, options, sources["train"], targets["train"], len(labels),
+                                                  weights, cache)  # fmt: skip
+        fit_weights = None  # in the shards' (image, label, weight) already: fit cannot map a per-worker dataset
+
+    if strategy is None:
+        strategy = tf.distribute.MirroredStrategy() if options.strategy == "mirrored" else tf.distribute.get_strategy()
+        history = runs.load_run(run_dir).history if options.resume else None
     best, best_epoch = cb.best_so_far(history, options.monitor)
     best_path = run_dir / runs.BEST_WEIGHTS
     with precision_policy(keras, tf, options.mixed_precision) as mixed:
@@ -149,19 +275,27 @@ def fit_model(options: TrainOptions, dataset, split: pd.Series, run_dir: Path, e
             model.compile(optimizer=make_optimizer(keras, options, learning_rate_schedule(keras, options, steps)),
                           loss=make_loss(keras, options), metrics=["accuracy"])  # fmt: skip
         extras = (", mixed precision" if mixed else "") + (
-            f", {strategy.num_replicas_in_sync} replicas" if options.strategy == "mirrored" else "")  # fmt: skip
+            f", {strategy.num_replicas_in_sync} replicas" if options.strategy != "default" else "")  # fmt: skip
         logger.info(f"model: {options.model}, {model.count_params():,} parameters, "
              f"input {options.image_size}x{options.image_size}x3{extras}")  # fmt: skip
         saver = cb.BestWeights(best_path, options.monitor, best, best_epoch)
         callbacks = _callbacks(tf, keras, options, sources["train"], targets["train"], val_data, targets["val"], labels,
                                saver, history, run_dir) + list(extra_callbacks)  # fmt: skip
+        if worker is not None:
+            callbacks.insert(0, cb.WorkersAgree(strategy, worker, history, options.monitor))
         # Last, so a backup is only taken once the epoch's history and best weights are on disk.
-        callbacks.append(keras.callbacks.BackupAndRestore(run_dir / runs.BACKUP_DIR, delete_checkpoint=False))
+        # Every worker reads the chief's backup; the others write theirs into a folder Keras removes.
+        backup = backup_dir if backup_dir is not None else run_dir / runs.BACKUP_DIR
+        callbacks.append(keras.callbacks.BackupAndRestore(str(backup), delete_checkpoint=False))
         started = time.perf_counter()
         try:
-            model.fit(train_data, epochs=options.epochs, steps_per_epoch=steps, class_weight=weights,
+            model.fit(train_data, epochs=options.epochs, steps_per_epoch=steps, class_weight=fit_weights,
                       callbacks=callbacks, verbose=options.verbose)  # fmt: skip
         except tf.errors.OpError as exc:
+            if worker is not None:
+                from edgecls.train.cluster import lost_worker_error
+
+                raise lost_worker_error(tf, exc, worker) from None
             raise EdgeclsError(f"training failed: {first_line(exc, 300)}") from None
         logger.info(f"training took {time.perf_counter() - started:.0f} s")
     # Saved as a float32 model without optimizer or distribution strategy: what convert wants.
