@@ -67,6 +67,8 @@ def _provenance(report: ParityReport, row: ParityRow) -> dict:
         "max_drop_points": report.max_drop if row.gate else None,
         "integer_only": row.integer_only,
         "input_normalization": _normalization_source(report),
+        "pretrained_weights": _weights_text(report.pretrained_weights),
+        "pretrained_weights_license": report.pretrained_weights.get("license"),
     }
     provenance.update({key: value for key, value in row.details.items() if key != "quantization"})
     return {key: value for key, value in provenance.items() if value not in (None, "", [], {})}
@@ -75,6 +77,14 @@ def _provenance(report: ParityReport, row: ParityRow) -> dict:
 def _normalization_source(report: ParityReport) -> str | None:
     norm = report.input_normalization
     return f"{norm.get('description')}: {norm.get('source')}" if norm.get("source") else None
+
+
+def _weights_text(weights: dict) -> str | None:
+    """The weights a model was trained from, with their attribution and where they came from."""
+    if not weights:
+        return None
+    parts = [weights.get("name"), weights.get("attribution"), weights.get("url")]
+    return "; ".join(str(part) for part in parts if part)
 
 
 def _rounded(value):

