@@ -11,7 +11,7 @@ instead of failing. So every `.keras` and `.h5` config is checked here first (on
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Iterable, Iterator, Mapping
 
 from edgecls.errors import EdgeclsError
 
@@ -91,25 +91,34 @@ def _references(node: Any) -> Iterator[Node]:
 
 
 def _refuse_cycles(inputs: dict[Node, list[Node]], path: Path) -> None:
-    done: set[Node] = set()
-    for start in inputs:
+    source = node_on_a_cycle(inputs)
+    if source is not None:
+        raise _damaged(path, f"layer '{source[0]}' depends on its own output")
+
+
+def node_on_a_cycle(edges: Mapping[Any, Iterable[Any]]):
+    """A node that reaches itself along `edges` (node -> the nodes it points to), or None.
+    Depth-first without recursion: a hostile graph (a model file's layers, a SavedModel's
+    function calls) may be deeper than Python's stack."""
+    done: set = set()
+    for start in edges:
         if start in done:
             continue
-        on_path: set[Node] = set()
-        stack: list[tuple[Node, Iterator[Node]]] = [(start, iter(inputs.get(start, ())))]
-        on_path.add(start)
-        while stack:  # depth-first, without recursion: a hostile graph may be very deep
+        on_path = {start}
+        stack: list[tuple[Any, Iterator[Any]]] = [(start, iter(edges.get(start, ())))]
+        while stack:
             node, pending = stack[-1]
-            source = next(pending, None)
-            if source is None:
+            target = next(pending, None)
+            if target is None:
                 stack.pop()
                 on_path.discard(node)
                 done.add(node)
-            elif source in on_path:
-                raise _damaged(path, f"layer '{source[0]}' depends on its own output")
-            elif source not in done:
-                on_path.add(source)
-                stack.append((source, iter(inputs.get(source, ()))))
+            elif target in on_path:
+                return target
+            elif target not in done:
+                on_path.add(target)
+                stack.append((target, iter(edges.get(target, ()))))
+    return None
 
 
 def _damaged(path: Path, why: str) -> EdgeclsError:

@@ -410,28 +410,12 @@ def _called(node) -> Iterable[str]:
 
 
 def _calls_itself(functions: Mapping) -> str | None:
-    """A function that reaches itself through calls, if any (depth-first, without recursion)."""
+    """A function that reaches itself through calls, if any."""
+    from edgecls.core.keras_graph import node_on_a_cycle
+
     calls = {name: {called for node in function.node_def for called in _called(node) if called in functions}
              for name, function in functions.items()}  # fmt: skip
-    done: set[str] = set()
-    for start in calls:
-        if start in done:
-            continue
-        on_path = {start}
-        stack = [(start, iter(calls[start]))]
-        while stack:
-            name, pending = stack[-1]
-            callee = next(pending, None)
-            if callee is None:
-                stack.pop()
-                on_path.discard(name)
-                done.add(name)
-            elif callee in on_path:
-                return callee
-            elif callee not in done:
-                on_path.add(callee)
-                stack.append((callee, iter(calls[callee])))
-    return None
+    return node_on_a_cycle(calls)
 
 
 def _closure(names: set[str], functions: Mapping) -> set[str]:
