@@ -25,7 +25,7 @@ import pandas as pd
 from edgecls.convert.options import ConvertOptions
 from edgecls.convert.parity import ParityReport
 from edgecls.core import runs
-from edgecls.errors import EXIT_ERROR, EdgeclsError, ParityGateFailed, ParityGateInconclusive
+from edgecls.errors import EdgeclsError, ParityGateFailed, ParityGateInconclusive
 
 __all__ = ["ConversionResult", "ConvertOptions", "convert_classifier"]
 
@@ -119,7 +119,7 @@ class ConversionResult:
         cannot tell (exit code 4), with the message `edgecls convert` prints; else return self."""
         failed = self.report.failed_conversions
         if failed:
-            raise EdgeclsError("; ".join(f"{row.name} could not be converted: {row.error}" for row in failed), EXIT_ERROR)
+            raise EdgeclsError("; ".join(f"{row.name} could not be converted: {row.error}" for row in failed))
         if self.report.gate == "failed":
             raise ParityGateFailed(self.report.verdict)
         if self.report.gate == "inconclusive":
@@ -204,13 +204,14 @@ def _convert_path(path: Path, options, data, labels, output, data_format, split)
     if path.is_dir() and is_run_folder(path, data):
         if labels is not None or split is not None or options.input_range is not None:
             raise EdgeclsError(
-                "labels, split and input_range (--labels, --split, --input-range) are for a model file; "
+                "`labels`, `split` and `input_range` are for a model file; "
                 "a run folder has its own labels.json and split.csv, "
-                "and its model takes pixel / 255"
+                "and its model takes pixel / 255",
+                fields=("labels", "split", "input_range"),
             )
         return convert_run(path, options, output, data_override=data_path)
     if data_path is None:
-        raise EdgeclsError(f"{path}: converting a model file needs data=DATASET (--data; its test split is the parity check)")
+        raise EdgeclsError(f"{path}: converting a model file needs `data` DATASET (its test split is the parity check)", fields="data")
     return convert_model_file(path, data_path, options, output, labels=_labels(labels), data_format=data_format, split_path=split)
 
 

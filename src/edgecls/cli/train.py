@@ -12,8 +12,8 @@ from typing import Optional
 
 import typer
 
-from edgecls.cli.support import fail
-from edgecls.errors import EXIT_INTERRUPTED, EdgeclsError
+from edgecls.cli.support import cli_message, exit_code, fail
+from edgecls.errors import EdgeclsError, Interrupted
 from edgecls.train.models import list_models
 from edgecls.train.options import (
     AUGMENT_CHOICES,
@@ -107,8 +107,8 @@ def train(
             train_classifier(data, options, output)
     except KeyboardInterrupt:
         if strategy == Strategy.multi_worker:
-            raise EdgeclsError("interrupted; start every worker again with the same command to continue", EXIT_INTERRUPTED) from None
-        raise EdgeclsError(f"interrupted; continue with: edgecls train {data} --output {output} --resume", EXIT_INTERRUPTED) from None
+            raise Interrupted("interrupted; start every worker again with the same command to continue") from None
+        raise Interrupted(f"interrupted; continue with: edgecls train {data} --output {output} --resume") from None
     if worker is not None and not worker.is_chief:
         typer.echo(f"done; the chief writes the run folder {output}")
         return
@@ -132,7 +132,7 @@ def _train_quietly(train_classifier, data, options, output) -> None:
         if not cluster.runtime_started():
             raise
         # The one line first, then nothing more from the runtime's shutdown on this stderr.
-        done = fail(str(exc), exc.exit_code)
+        done = fail(cli_message(exc), exit_code(exc))
         try:
             sys.stderr.flush()
             os.dup2(os.open(os.devnull, os.O_WRONLY), 2)

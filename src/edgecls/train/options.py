@@ -113,36 +113,37 @@ class TrainOptions:
         from edgecls.train.models import model_spec
 
         model_spec(self.model)  # unknown names fail here, listing the registry
-        _choice("--imbalance", self.imbalance, IMBALANCE_CHOICES)
-        _choice("--monitor", self.monitor, MONITOR_CHOICES)
-        _choice("--lr-schedule", self.lr_schedule, SCHEDULE_CHOICES)
-        _choice("--optimizer", self.optimizer, OPTIMIZER_CHOICES)
-        _choice("--augment", self.augment, AUGMENT_CHOICES)
-        _choice("--strategy", self.strategy, STRATEGY_CHOICES)
-        _choice("--mixed-precision", self.mixed_precision, MIXED_PRECISION_CHOICES)
-        _choice("--format", self.data_format, FORMAT_CHOICES)
-        for flag, value, low in (("--epochs", self.epochs, 1), ("--batch-size", self.batch_size, 1),
-                                 ("--image-size", self.image_size, 16), ("--patience", self.patience, 1)):  # fmt: skip
+        _choice("imbalance", self.imbalance, IMBALANCE_CHOICES)
+        _choice("monitor", self.monitor, MONITOR_CHOICES)
+        _choice("lr_schedule", self.lr_schedule, SCHEDULE_CHOICES)
+        _choice("optimizer", self.optimizer, OPTIMIZER_CHOICES)
+        _choice("augment", self.augment, AUGMENT_CHOICES)
+        _choice("strategy", self.strategy, STRATEGY_CHOICES)
+        _choice("mixed_precision", self.mixed_precision, MIXED_PRECISION_CHOICES)
+        _choice("data_format", self.data_format, FORMAT_CHOICES)
+        for field, value, low in (("epochs", self.epochs, 1), ("batch_size", self.batch_size, 1),
+                                  ("image_size", self.image_size, 16), ("patience", self.patience, 1)):  # fmt: skip
             if value is not None and int(value) < low:
-                raise EdgeclsError(f"{flag} must be at least {low}, got {value}")
+                raise EdgeclsError(f"`{field}` must be at least {low}, got {value}", fields=field)
         if not self.learning_rate > 0:
-            raise EdgeclsError(f"--lr must be positive, got {self.learning_rate}")
+            raise EdgeclsError(f"`learning_rate` must be positive, got {self.learning_rate}", fields="learning_rate")
         if not 0 <= self.weight_decay < 1:
-            raise EdgeclsError(f"--weight-decay must be in [0, 1), got {self.weight_decay}")
+            raise EdgeclsError(f"`weight_decay` must be in [0, 1), got {self.weight_decay}", fields="weight_decay")
         if not 0 <= self.warmup_fraction < 1:
-            raise EdgeclsError(f"--warmup-fraction must be in [0, 1), got {self.warmup_fraction}")
+            raise EdgeclsError(f"`warmup_fraction` must be in [0, 1), got {self.warmup_fraction}", fields="warmup_fraction")
         if not 0 <= self.label_smoothing < 1:
-            raise EdgeclsError(f"--label-smoothing must be in [0, 1), got {self.label_smoothing}")
+            raise EdgeclsError(f"`label_smoothing` must be in [0, 1), got {self.label_smoothing}", fields="label_smoothing")
         if not (0 < self.val_fraction < 1 and 0 <= self.test_fraction < 1 and self.val_fraction + self.test_fraction < 1):
             raise EdgeclsError(
-                f"split fractions must leave images to train on: val {self.val_fraction}, test {self.test_fraction}"
+                f"split fractions must leave images to train on: `val_fraction` {self.val_fraction}, `test_fraction` {self.test_fraction}",
+                fields=("val_fraction", "test_fraction"),
             )
         if self.limit is not None and self.limit < 10:
-            raise EdgeclsError(f"--limit must be at least 10 images, got {self.limit}")
+            raise EdgeclsError(f"`limit` must be at least 10 images, got {self.limit}", fields="limit")
         if not self.worker_timeout > 0:
-            raise EdgeclsError(f"--worker-timeout must be positive, got {self.worker_timeout}")
+            raise EdgeclsError(f"`worker_timeout` must be positive, got {self.worker_timeout}", fields="worker_timeout")
         if self.resume and self.force:
-            raise EdgeclsError("--resume continues a run and --force replaces it: pass one of them")
+            raise EdgeclsError("`resume` continues a run and `force` replaces it: pass one of them", fields=("resume", "force"))
         return self
 
     def to_config(self) -> dict[str, Any]:
@@ -157,6 +158,6 @@ class TrainOptions:
         return cls(**values)
 
 
-def _choice(flag: str, value: str, choices: tuple[str, ...]) -> None:
+def _choice(field: str, value: str, choices: tuple[str, ...]) -> None:
     if value not in choices:
-        raise EdgeclsError(f"{flag} must be one of {', '.join(choices)}; got {value!r}")
+        raise EdgeclsError(f"`{field}` must be one of {', '.join(choices)}; got {value!r}", fields=field)
