@@ -176,11 +176,12 @@ def convert_classifier(
     Bad input (no data for a model, an unreadable file, a folder already holding a conversion
     without `force=True`) raises `EdgeclsError`.
     """
-    from edgecls.api.training import TrainedRun, _with_overrides
+    from edgecls.api.options import with_overrides
+    from edgecls.api.training import TrainedRun
 
     if isinstance(option_overrides.get("modes"), str):  # modes="float32,qat", as --mode takes it
         option_overrides["modes"] = [option_overrides["modes"]]
-    options = _with_overrides(options, option_overrides, ConvertOptions, "convert_classifier")
+    options = with_overrides(options, option_overrides, ConvertOptions, "convert_classifier")
     options = dataclasses.replace(options, verbose=bool(progress))
     if isinstance(source, TrainedRun):
         source = source.path
@@ -216,9 +217,9 @@ def _convert_path(path: Path, options, data, labels, output, data_format, split)
 
 
 def _convert_object(model, options, data, labels, output, data_format, split) -> ParityReport:
-    from edgecls.api.datasets import DatasetSplit, _check_whole
+    from edgecls.api.datasets import DatasetSplit, check_whole_dataset
     from edgecls.convert.conversion import convert_model
-    from edgecls.convert.modes import notice
+    from edgecls.log import notice
     from edgecls.data.datasets import Dataset, load_dataset
     from edgecls.data.split import SPLIT_FILE, load_split, make_split, save_split
 
@@ -231,7 +232,7 @@ def _convert_object(model, options, data, labels, output, data_format, split) ->
             raise EdgeclsError("data is a DatasetSplit, which has its split already: leave split out")
         dataset, parts = data.dataset, data.split
     elif isinstance(data, Dataset):
-        _check_whole(data, "convert_classifier")
+        check_whole_dataset(data, "convert_classifier")
         dataset, parts = data, None
     elif isinstance(data, (str, os.PathLike)):
         dataset, parts = load_dataset(os.fspath(data), data_format), None
@@ -249,7 +250,9 @@ def _convert_object(model, options, data, labels, output, data_format, split) ->
 
 def _is_model_object(value) -> bool:
     """A Keras model (tf_keras or Keras 3) or an `ImportedModel`, judged without importing TF."""
-    return all(hasattr(value, attribute) for attribute in ("predict", "layers")) or type(value).__name__ == "ImportedModel"
+    from edgecls.convert.keras_import.model import ImportedModel
+
+    return all(hasattr(value, attribute) for attribute in ("predict", "layers")) or isinstance(value, ImportedModel)
 
 
 def is_run_folder(folder: Path, data) -> bool:
@@ -271,10 +274,11 @@ def _data_path(data) -> str | None:
         return dataset_location(data, "convert_classifier")[0]
     if isinstance(data, (str, os.PathLike)):
         return os.fspath(data)
-    kind = type(data).__name__
-    if kind == "DatasetSplit":
+    from edgecls.api.datasets import DatasetSplit
+
+    if isinstance(data, DatasetSplit):
         raise EdgeclsError("a DatasetSplit is for a Keras model object; for a run or a model file pass a dataset path and split=split.csv")
-    raise EdgeclsError(f"data must be a dataset path or a Dataset, not a {kind}")
+    raise EdgeclsError(f"data must be a dataset path or a Dataset, not a {type(data).__name__}")
 
 
 def _labels(labels) -> list[str] | None:

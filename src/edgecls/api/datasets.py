@@ -86,7 +86,7 @@ def split_dataset(dataset: Dataset, val_fraction: float = 0.15, test_fraction: f
     """
     from edgecls.data.split import make_split, restrict_dataset
 
-    _check_whole(dataset, "split_dataset")
+    check_whole_dataset(dataset, "split_dataset")
     split = make_split(dataset, val_fraction, test_fraction, seed)
     parts = {}
     for name in ("train", "val", "test"):
@@ -98,7 +98,9 @@ def split_dataset(dataset: Dataset, val_fraction: float = 0.15, test_fraction: f
     return result
 
 
-def _check_whole(dataset, what: str) -> None:
+def check_whole_dataset(dataset, what: str) -> None:
+    """Refuse the train, val or test side of a split where a whole dataset is needed; `what`
+    names the caller in the error."""
     from edgecls.errors import EdgeclsError
 
     part = getattr(dataset, _PART_OF, None)
@@ -112,7 +114,7 @@ def _check_whole(dataset, what: str) -> None:
 def dataset_location(dataset: Dataset, what: str = "train_classifier") -> tuple[str, str]:
     """(path, format) that `load_dataset` reads `dataset` back from: the file it came from
     (the HAM10000 or HMNIST CSV) or its folder. `what` names the caller in errors."""
-    _check_whole(dataset, what)
+    check_whole_dataset(dataset, what)
     source = dataset.source if dataset.source is not None and dataset.format != "folders" else dataset.root
     return os.fspath(source), dataset.format
 

@@ -18,7 +18,7 @@ import numpy as np
 import edgecls
 from edgecls.convert.export import embed, model_metadata, write_model
 from edgecls.convert.keras_model import as_float32, image_input_size, output_classes, outputs_probabilities
-from edgecls.convert.modes import ModeConverter, is_full_integer, notice
+from edgecls.convert.modes import ModeConverter, is_full_integer
 from edgecls.convert.options import MODE_HELP, PTQ_INT8, ConvertOptions, output_file_name
 from edgecls.convert.parity import GATE_PASSED, KERAS, ParityReport, ParityRow, Predictions, apply_gate, measure, run_tflite
 from edgecls.convert.report import LAYER_PLOT_PREFIX, write_report
@@ -29,7 +29,7 @@ from edgecls.edge_runtime.classifier import default_threads
 from edgecls.edge_runtime.interpreter import find_interpreter
 from edgecls.edge_runtime.normalization import PIXEL_UNIT, RANGES, InputNormalization
 from edgecls.errors import EdgeclsError
-from edgecls.log import get_logger
+from edgecls.log import get_logger, notice
 
 logger = get_logger("convert")
 
