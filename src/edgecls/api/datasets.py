@@ -17,6 +17,7 @@ from dataclasses import dataclass
 
 import pandas as pd
 
+from edgecls.core.defaults import SEED, TEST_FRACTION, VAL_FRACTION
 from edgecls.data.datasets import Dataset
 from edgecls.data.datasets import load_dataset as _load_dataset
 from edgecls.log import get_logger
@@ -78,7 +79,7 @@ class DatasetSplit:
         return f"DatasetSplit({self.dataset.name!r}: {sizes} images)"
 
 
-def split_dataset(dataset: Dataset, val_fraction: float = 0.15, test_fraction: float = 0.15, seed: int = 1234) -> DatasetSplit:
+def split_dataset(dataset: Dataset, val_fraction: float = VAL_FRACTION, test_fraction: float = TEST_FRACTION, seed: int = SEED) -> DatasetSplit:
     """Split `dataset` the way `edgecls train` does: stratified by class and grouped, so that
     all images of one HAM10000 lesion, and every set of byte-identical files, land on one side.
 

@@ -10,6 +10,7 @@ import math
 from dataclasses import dataclass
 from typing import Iterable
 
+from edgecls.core.defaults import SEED
 from edgecls.errors import EdgeclsError
 
 # Conversion modes, in the order they are converted and reported.
@@ -99,7 +100,7 @@ class ConvertOptions:
     calibration_size: int = 256  # images, class-balanced, from the training split
     max_drop: float = 1.0  # accuracy points a full-integer model may lose against float Keras
     threads: int | None = None  # interpreter threads for parity and latency
-    seed: int = 1234
+    seed: int = SEED
     command: str = ""  # recorded in the files' provenance
     verbose: bool = False  # progress lines to the `edgecls.convert` logger, and Keras' QAT epoch lines
     force: bool = False  # replace an earlier conversion in the output folder

@@ -6,6 +6,7 @@ import dataclasses
 from dataclasses import dataclass
 from typing import Any, Optional
 
+from edgecls.core.defaults import SEED, TEST_FRACTION, VAL_FRACTION
 from edgecls.errors import EdgeclsError
 
 IMBALANCE_CHOICES = ("class-weights", "balanced-sampling", "none")
@@ -86,9 +87,9 @@ class TrainOptions:
     augment: str = "standard"  # AUGMENT_CHOICES; True/False (older configs) mean standard/none
     patience: int = 8  # epochs without improvement of `monitor` before stopping
     monitor: str = "val_balanced_accuracy"  # computed in inference mode on the validation split
-    seed: int = 1234
-    val_fraction: float = 0.15
-    test_fraction: float = 0.15
+    seed: int = SEED
+    val_fraction: float = VAL_FRACTION
+    test_fraction: float = TEST_FRACTION
     data_format: str = "auto"
     limit: Optional[int] = None  # stratified subset of this many images, for quick trials
     strategy: str = "default"
