@@ -4,7 +4,10 @@
 # split each run used is saved in runs/<name>/split.csv and copied next to the model.
 #
 #   bash scripts/build_builtin_models.sh [DATA_ROOT] [NAME...]
-#       DATA_ROOT: default ../shared/data;  NAME: ham10000 and/or all-blood (default: both)
+#       DATA_ROOT: default ../shared/data;  NAME: ham10000 and/or all-blood (default: both);
+#       ham10000-lite0: the ImageNet-pretrained EfficientNet-Lite0 candidate (about 40 minutes
+#       of training on 2 cores; written to src/edgecls/models/ like the others, not in the
+#       repository: see docs/transfer-learning.md)
 #
 # Needs the workstation install: pip install -e '.[train]'. CPU is fine: on 2 cores ham10000
 # takes about 35 minutes and all-blood about 10.
@@ -35,8 +38,9 @@ build() {
 for name in $NAMES; do
     case $name in
         ham10000) build ham10000 "$DATA_ROOT/ham10000" ham10000 --model edge-cnn-large --epochs 60 --patience 15 ;;
+        ham10000-lite0) build ham10000-lite0 "$DATA_ROOT/ham10000" ham10000 --model efficientnet-lite0 --weights imagenet --epochs 14 --head-epochs 2 --patience 6 ;;
         all-blood) build all-blood "$DATA_ROOT/blood" blood --model edge-cnn --epochs 20 ;;
-        *) echo "unknown built-in model: $name (ham10000, all-blood)" >&2; exit 2 ;;
+        *) echo "unknown built-in model: $name (ham10000, all-blood, ham10000-lite0)" >&2; exit 2 ;;
     esac
 done
 ls -l "$MODELS"

@@ -93,6 +93,7 @@ def card(run: Path, name: str, dataset_key: str) -> str:
         "## Data and licence",
         f"- Source: {info['source']}.",
         f"- Licence: {info['licence']}",
+        *pretrained_lines(parity.get("pretrained_weights") or {}),
         f"- Split: 70/15/15 train/val/test of the development copy, stratified by class and {info['grouping']}; "
         f"seed {options.get('seed')}. The file -> split list is `{name}.split.csv` beside this card in the repository. "
         "A separate held-out test set, not used here, judges the shipped file.",
@@ -128,6 +129,20 @@ def card(run: Path, name: str, dataset_key: str) -> str:
         "",
     ]
     return "\n".join(lines)
+
+
+def pretrained_lines(weights: dict) -> list[str]:
+    """The weights the model was fine-tuned from, with their own licence and attribution."""
+    if not weights:
+        return ["- Initial weights: random (trained from scratch on this data alone)."]
+    line = f"- Initial weights: {weights.get('name')}"
+    if weights.get("attribution"):
+        line += f", by {weights['attribution']}"
+    if weights.get("license"):
+        line += f"; licence {weights['license']}"
+    if weights.get("url"):
+        line += f" ({weights['url']})"
+    return [line + "; fine-tuned on this data (docs/transfer-learning.md)."]
 
 
 def clinical_section(name: str, qat: dict, int8: dict, tta: dict) -> list[str]:

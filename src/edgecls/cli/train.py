@@ -17,6 +17,8 @@ from edgecls.errors import EdgeclsError, Interrupted
 from edgecls.train.models import list_models
 from edgecls.train.options import (
     AUGMENT_CHOICES,
+    BATCHNORM_CHOICES,
+    HEAD_EPOCHS_WITH_WEIGHTS,
     DEFAULT_EPOCHS,
     FORMAT_CHOICES,
     IMBALANCE_CHOICES,
@@ -44,6 +46,7 @@ Monitor = _choices("Monitor", MONITOR_CHOICES)
 Schedule = _choices("Schedule", SCHEDULE_CHOICES)
 Optimizer = _choices("Optimizer", OPTIMIZER_CHOICES)
 Augment = _choices("Augment", AUGMENT_CHOICES)
+BatchNorm = _choices("BatchNorm", BATCHNORM_CHOICES)
 SplitName = _choices("SplitName", ("test", "val", "train", "all"))
 
 
@@ -69,7 +72,10 @@ def train(
     val_fraction: float = typer.Option(_DEFAULTS.val_fraction, "--val-fraction", help="Share of images (by lesion/duplicate group) for validation."),
     test_fraction: float = typer.Option(_DEFAULTS.test_fraction, "--test-fraction", help="Share of images held out for the final test."),
     limit: Optional[int] = typer.Option(_DEFAULTS.limit, "--limit", min=10, help="Use a stratified subset of about this many images (quick trials)."),
-    weights: Optional[str] = typer.Option(_DEFAULTS.weights, "--weights", help="Start from 'imagenet' (mobilenetv2*) or a weights file."),
+    weights: Optional[str] = typer.Option(_DEFAULTS.weights, "--weights", help="Start from 'imagenet' (efficientnet-lite0: offline, from the train extra; mobilenetv2*: downloaded) or a weights file of the same architecture (.weights.h5)."),
+    head_epochs: Optional[int] = typer.Option(_DEFAULTS.head_epochs, "--head-epochs", min=0, help=f"Epochs training only the classifier head on the frozen backbone first [default: {HEAD_EPOCHS_WITH_WEIGHTS} with --weights, else 0]."),
+    finetune_lr_scale: float = typer.Option(_DEFAULTS.finetune_lr_scale, "--finetune-lr-scale", help="With --weights: after the head warm-up the whole network trains at --lr times this."),
+    batchnorm: BatchNorm = typer.Option(_DEFAULTS.batchnorm, "--batchnorm", help="BatchNorm while fine-tuning: frozen keeps the pretrained statistics and scales, train updates them; auto = frozen with --weights."),
     seed: int = typer.Option(_DEFAULTS.seed, "--seed", help="Seed for the split, shuffling, augmentation and initial weights."),
     strategy: Strategy = typer.Option(_DEFAULTS.strategy, "--strategy", help="mirrored: data-parallel over all local GPUs; multi-worker: over several machines, the cluster from TF_CONFIG (docs/multi-machine.md)."),
     worker_timeout: float = typer.Option(_DEFAULTS.worker_timeout, "--worker-timeout", min=1, help="multi-worker: seconds to wait for the other workers (joining, and each exchange) before failing."),
@@ -92,7 +98,8 @@ def train(
         learning_rate=lr, optimizer=optimizer.value, lr_schedule=lr_schedule.value,
         label_smoothing=label_smoothing, imbalance=imbalance.value, augment="none" if no_augment else augment.value,
         data_format=data_format.value, monitor=monitor.value, patience=patience, val_fraction=val_fraction,
-        test_fraction=test_fraction, limit=limit, weights=weights, seed=seed, strategy=strategy.value,
+        test_fraction=test_fraction, limit=limit, weights=weights, head_epochs=head_epochs,
+        finetune_lr_scale=finetune_lr_scale, batchnorm=batchnorm.value, seed=seed, strategy=strategy.value,
         mixed_precision=mixed_precision.value, resume=resume, force=force, worker_timeout=worker_timeout,
         verbose=1 if sys.stdout.isatty() else 2,
         **({} if weight_decay is None else {"weight_decay": weight_decay}),

@@ -86,6 +86,10 @@ def convert_model(
         reference = _softmax(reference)
     report = _new_report(model, dataset, labels, image_size, test, options, output_dir, name, source, run_dir)
     report.input_normalization = imported.normalization.to_dict()
+    if train_options is not None:
+        from edgecls.core.pretrained_sources import weights_provenance
+
+        report.pretrained_weights = weights_provenance(train_options.model, train_options.weights) or {}
     report.notes.extend(imported.notes)
     if imported.original is not None:
         report.notes.append(_cross_check(imported, test.images, reference, output_kind))

@@ -77,6 +77,8 @@ def _provenance(report: ParityReport, row: ParityRow) -> dict:
         "integer_only": row.integer_only and not row.float_layers if row.integer_only is not None else None,
         "mixed_precision": "int8 with float layers: " + ", ".join(row.float_layers) if row.float_layers else None,
         "input_normalization": _normalization_source(report),
+        "pretrained_weights": _weights_text(report.pretrained_weights),
+        "pretrained_weights_license": report.pretrained_weights.get("license"),
     }
     provenance.update({key: value for key, value in row.details.items() if key != "quantization"})
     return {key: value for key, value in provenance.items() if value not in (None, "", [], {})}
@@ -85,6 +87,14 @@ def _provenance(report: ParityReport, row: ParityRow) -> dict:
 def _normalization_source(report: ParityReport) -> str | None:
     norm = report.input_normalization
     return f"{norm.get('description')}: {norm.get('source')}" if norm.get("source") else None
+
+
+def _weights_text(weights: dict) -> str | None:
+    """The weights a model was trained from, with their attribution and where they came from."""
+    if not weights:
+        return None
+    parts = [weights.get("name"), weights.get("attribution"), weights.get("url")]
+    return "; ".join(str(part) for part in parts if part)
 
 
 def _rounded(value):

@@ -141,6 +141,8 @@ class ParityReport:
     # What every file takes, as InputNormalization.to_dict(): mean, std (pixel space), range,
     # description, source (detected from the layers, --input-range, or assumed).
     input_normalization: dict[str, Any] = field(default_factory=dict)
+    # What the model was trained from (core.pretrained_sources.weights_provenance): name, licence, attribution.
+    pretrained_weights: dict[str, Any] = field(default_factory=dict)
     rows: list[ParityRow] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
 

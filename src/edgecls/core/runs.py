@@ -33,6 +33,7 @@ CONVERT_DIR = "convert"
 EVALUATE_DIR = "evaluate"
 BEST_WEIGHTS = f"{CHECKPOINTS_DIR}/best.weights.h5"
 BACKUP_DIR = f"{CHECKPOINTS_DIR}/backup"
+HEAD_WARMUP_WEIGHTS = f"{CHECKPOINTS_DIR}/head_warmup.weights.h5"  # the model after its head warm-up
 
 # What a run writes. --force removes exactly these (never the whole folder, which may be a
 # user's folder with other things in it); convert/ and evaluate/ go too: they describe the old model.

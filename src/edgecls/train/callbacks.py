@@ -43,7 +43,8 @@ class PreciseBatchNorm(keras.callbacks.Callback):
         self.layers, self.moments = [], None
 
     def on_train_begin(self, logs=None):
-        self.layers = [l for l in self.model.layers if isinstance(l, keras.layers.BatchNormalization)]
+        # A frozen BatchNorm keeps its (pretrained) statistics: only trainable ones are recomputed.
+        self.layers = [l for l in self.model.layers if isinstance(l, keras.layers.BatchNormalization) and l.trainable]
         if not self.layers:
             return
         probe = keras.Model(self.model.inputs, [layer.input for layer in self.layers])

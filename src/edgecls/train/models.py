@@ -285,31 +285,74 @@ def mobilenetv2_035(keras, input_shape, num_classes, weights=None, alpha: float 
     return _mobilenetv2(keras, input_shape, num_classes, weights, alpha=alpha, **kwargs)
 
 
-# (expansion, output channels, repeats, first stride, kernel): EfficientNet-B0's blocks.
+# (expansion, output channels, repeats, first stride, kernel): EfficientNet-B0's blocks, which
+# Lite0 keeps (width and depth 1.0); the ImageNet checkpoint's 16 `_blocks` are these.
 _LITE0_BLOCKS = ((1, 16, 1, 1, 3), (6, 24, 2, 2, 3), (6, 40, 2, 2, 5), (6, 80, 3, 2, 3),
                  (6, 112, 3, 1, 5), (6, 192, 4, 2, 5), (6, 320, 1, 1, 3))  # fmt: skip
+LITE0_BN_EPSILON = 1e-3  # the checkpoint's (TensorFlow's EfficientNet-Lite) BatchNorm epsilon
 
 
-@register_model("efficientnet-lite0", "EfficientNet-Lite0 layout (MBConv, ReLU6, no squeeze-excite), random init")
+def _same_padding(size: int, kernel: int, stride: int) -> tuple[int, int]:
+    """TensorFlow's 'SAME' padding of one axis, (before, after): what EfficientNet-Lite was
+    trained with and what the checkpoint's PyTorch port reproduces (Conv2dStaticSamePadding).
+    At odd totals the extra pixel goes after, unlike a symmetric PyTorch `padding=k // 2`."""
+    total = max((-(-size // stride) - 1) * stride + kernel - size, 0)
+    return total // 2, total - total // 2
+
+
+def _lite0_conv(keras, x, filters, kernel, strides, name, depthwise=False):
+    """Conv (or depthwise) -> BN(eps 1e-3), no bias, with explicit TF-'SAME' padding and a 'valid'
+    convolution for strided ones: the checkpoint's padding, fixed per input size and visible in
+    the graph (it is also what Keras 'same' computes, so int8 files stay the same)."""
+    layers = keras.layers
+    padding = "same"
+    if strides > 1:
+        rows, cols = (_same_padding(int(n), kernel, strides) for n in x.shape[1:3])
+        if any(rows + cols):
+            x = layers.ZeroPadding2D((rows, cols), name=f"{name}_pad")(x)
+        padding = "valid"
+    if depthwise:
+        x = layers.DepthwiseConv2D(kernel, strides=strides, padding=padding, use_bias=False, name=name)(x)
+    else:
+        x = layers.Conv2D(filters, kernel, strides=strides, padding=padding, use_bias=False, name=name)(x)
+    return layers.BatchNormalization(momentum=BN_MOMENTUM, epsilon=LITE0_BN_EPSILON, name=f"{name}_bn")(x)
+
+
+@register_model(
+    "efficientnet-lite0",
+    "EfficientNet-Lite0 (MBConv, ReLU6, no squeeze-excite, ~3.4M params); --weights imagenet (offline)",
+    pretrained=("imagenet",),
+)
 def efficientnet_lite0(keras, input_shape, num_classes, weights=None, dropout: float = 0.2):
     """Built here (keras.applications has no Lite variant): B0's MBConv blocks with the Lite
     changes that make int8 work well: ReLU6 instead of swish, no squeeze-and-excite, and a
-    fixed 32-filter stem and 1280-filter head."""
+    fixed 32-filter stem and 1280-filter head. Layer for layer the layout of the
+    EfficientNet-PyTorch Lite0 checkpoint: `weights="imagenet"` loads it
+    (`edgecls.train.pretrained`), with its input normalisation folded into the stem so the
+    model takes pixel / 255 like every edgecls model."""
     layers = keras.layers
+
+    def relu6(x, name):
+        return layers.ReLU(6.0, name=f"{name}_relu6")(x)
+
     inputs = keras.Input(input_shape, name="image")
-    x = _conv_bn_relu6(keras, inputs, 32, strides=2, name="stem")
+    x = relu6(_lite0_conv(keras, inputs, 32, 3, 2, "stem"), "stem")
     block = 0
     for expansion, filters, repeats, first_stride, kernel in _LITE0_BLOCKS:
         for r in range(repeats):
             block += 1
             name, shortcut, stride = f"block{block}", x, first_stride if r == 0 else 1
             if expansion != 1:
-                x = _conv_bn_relu6(keras, x, x.shape[-1] * expansion, kernel=1, name=f"{name}_expand")
-            x = _depthwise_bn_relu6(keras, x, kernel=kernel, strides=stride, name=f"{name}_dw")
-            x = layers.Conv2D(filters, 1, use_bias=False, name=f"{name}_project")(x)
-            x = layers.BatchNormalization(momentum=BN_MOMENTUM, name=f"{name}_project_bn")(x)
+                x = relu6(_lite0_conv(keras, x, x.shape[-1] * expansion, 1, 1, f"{name}_expand"), f"{name}_expand")
+            x = relu6(_lite0_conv(keras, x, None, kernel, stride, f"{name}_dw", depthwise=True), f"{name}_dw")
+            x = _lite0_conv(keras, x, filters, 1, 1, f"{name}_project")
             if stride == 1 and shortcut.shape[-1] == filters:
                 x = layers.Add(name=f"{name}_add")([shortcut, x])
-    x = _conv_bn_relu6(keras, x, 1280, kernel=1, name="head")
+    x = relu6(_lite0_conv(keras, x, 1280, 1, 1, "head"), "head")
     x = layers.GlobalAveragePooling2D(name="pool")(x)
-    return keras.Model(inputs, _classifier_head(keras, x, num_classes, dropout), name="efficientnet_lite0")
+    model = keras.Model(inputs, _classifier_head(keras, x, num_classes, dropout), name="efficientnet_lite0")
+    if weights == "imagenet":
+        from edgecls.train.pretrained import load_lite0_imagenet
+
+        load_lite0_imagenet(model)
+    return model

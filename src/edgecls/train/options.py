@@ -22,6 +22,11 @@ AUGMENT_CHOICES = ("none", "standard", "strong")
 STRATEGY_CHOICES = ("default", "mirrored", "multi-worker")
 MIXED_PRECISION_CHOICES = ("auto", "on", "off")
 FORMAT_CHOICES = ("auto", "ham10000", "folders", "hmnist")
+# BatchNorm while fine-tuning pretrained weights. frozen: the pretrained statistics and scales
+# stay (the layers run in inference mode, never recomputed); train: they learn like any layer.
+# auto: frozen with --weights, train without.
+BATCHNORM_CHOICES = ("auto", "frozen", "train")
+HEAD_EPOCHS_WITH_WEIGHTS = 3  # head warm-up epochs when --weights is given and --head-epochs is not
 
 # Run controls: how this invocation behaves, not what the model is; kept out of config.json.
 DEFAULT_EPOCHS = 30  # a new run's most epochs when `epochs` is None
@@ -48,6 +53,12 @@ class TrainOptions:
     validation metric, in inference mode, that picks the best epoch: val_balanced_accuracy,
     val_auc, val_accuracy, val_loss, val_acc_balacc_mean) and `patience` (epochs without
     improvement before stopping), `seed` (split, shuffling, augmentation, initial weights).
+
+    Fine-tuning (docs/transfer-learning.md): `head_epochs` epochs train the classifier alone on
+    the frozen backbone at `learning_rate` (None: HEAD_EPOCHS_WITH_WEIGHTS with `weights`, 0
+    without), then the whole network trains at `learning_rate * finetune_lr_scale` (with
+    `weights`; 1 without) on the usual schedule; `batchnorm` ("auto", "frozen", "train") says
+    whether BatchNorm keeps the pretrained statistics and scales in the second phase.
 
     The data: `val_fraction` and `test_fraction` (shares of the images, by group, for the
     validation and test splits), `data_format` ("auto", "ham10000", "folders", "hmnist"),
@@ -95,6 +106,9 @@ class TrainOptions:
     strategy: str = "default"
     mixed_precision: str = "auto"  # auto: on when a GPU is present
     weights: Optional[str] = None  # "imagenet" (models that offer it) or a weights file
+    head_epochs: Optional[int] = None  # None: HEAD_EPOCHS_WITH_WEIGHTS with weights, else 0
+    finetune_lr_scale: float = 0.1  # with weights: the whole network's peak LR is learning_rate * this
+    batchnorm: str = "auto"  # BATCHNORM_CHOICES
     cache_file: Optional[str] = None  # tf.data cache on disk instead of in memory
     tensorboard: bool = True
     resume: bool = False
@@ -110,6 +124,22 @@ class TrainOptions:
     def size(self) -> tuple[int, int]:
         return (self.image_size, self.image_size)
 
+    @property
+    def warmup_head_epochs(self) -> int:
+        """Epochs of head-only training before the whole network trains (never all of them
+        unless `epochs` is that small)."""
+        head = self.head_epochs if self.head_epochs is not None else (HEAD_EPOCHS_WITH_WEIGHTS if self.weights else 0)
+        return min(int(head), int(self.epochs or DEFAULT_EPOCHS))
+
+    @property
+    def frozen_batchnorm(self) -> bool:
+        return self.batchnorm == "frozen" or (self.batchnorm == "auto" and bool(self.weights))
+
+    @property
+    def finetune_learning_rate(self) -> float:
+        """The whole network's peak learning rate: lower when it starts from pretrained weights."""
+        return self.learning_rate * (self.finetune_lr_scale if self.weights else 1.0)
+
     def validate(self) -> "TrainOptions":
         from edgecls.train.models import model_spec
 
@@ -122,6 +152,11 @@ class TrainOptions:
         _choice("strategy", self.strategy, STRATEGY_CHOICES)
         _choice("mixed_precision", self.mixed_precision, MIXED_PRECISION_CHOICES)
         _choice("data_format", self.data_format, FORMAT_CHOICES)
+        _choice("batchnorm", self.batchnorm, BATCHNORM_CHOICES)
+        if self.head_epochs is not None and int(self.head_epochs) < 0:
+            raise EdgeclsError(f"`head_epochs` must be at least 0, got {self.head_epochs}", fields="head_epochs")
+        if not 0 < self.finetune_lr_scale <= 1:
+            raise EdgeclsError(f"`finetune_lr_scale` must be in (0, 1], got {self.finetune_lr_scale}", fields="finetune_lr_scale")
         for field, value, low in (("epochs", self.epochs, 1), ("batch_size", self.batch_size, 1),
                                   ("image_size", self.image_size, 16), ("patience", self.patience, 1)):  # fmt: skip
             if value is not None and int(value) < low:

@@ -22,6 +22,7 @@ import pandas as pd
 from edgecls.core import runs
 from edgecls.core.pipeline import class_weights
 from edgecls.errors import EdgeclsError, first_line
+from edgecls.files import atomic_path
 from edgecls.log import get_logger
 from edgecls.train.options import DEFAULT_EPOCHS, TrainOptions
 from edgecls.train.run import prepare_run_dir, run_config, write_run_config
@@ -245,7 +246,7 @@ def fit_model(options: TrainOptions, dataset, split: pd.Series, run_dir: Path, e
     sources = {name: image_sources(dataset, items["key"][split == name], options.size) for name in ("train", "val")}
     targets = {name: items["label_index"][split == name].to_numpy() for name in ("train", "val")}
     if not len(targets["val"]):
-        raise EdgeclsError("the validation split is empty: training needs it to pick the best epoch (--val-fraction)")
+        raise EdgeclsError("the validation split is empty: training needs it to pick the best epoch (`val_fraction`)", fields="val_fraction")
     cache = "" if options.cache_file is None else options.cache_file
     if worker is None:
         train_data, steps = training_dataset(
@@ -273,11 +274,12 @@ def fit_model(options: TrainOptions, dataset, split: pd.Series, run_dir: Path, e
         history = runs.load_run(run_dir).history if options.resume else None
     best, best_epoch = cb.best_so_far(history, options.monitor)
     best_path = run_dir / runs.BEST_WEIGHTS
+    head_epochs = options.warmup_head_epochs
+    done = 0 if history is None or history.empty else int(history["epoch"].max()) + 1
+    warmup_path = run_dir / runs.HEAD_WARMUP_WEIGHTS
     with precision_policy(keras, tf, options.mixed_precision) as mixed:
         with strategy.scope():
             model = create_model(options.model, (*options.size, 3), len(labels), weights=options.weights)
-            model.compile(optimizer=make_optimizer(keras, options, learning_rate_schedule(keras, options, steps)),
-                          loss=make_loss(keras, options), metrics=["accuracy"])  # fmt: skip
         extras = (", mixed precision" if mixed else "") + (
             f", {strategy.num_replicas_in_sync} replicas" if options.strategy != "default" else "")  # fmt: skip
         logger.info(f"model: {options.model}, {model.count_params():,} parameters, "
@@ -287,20 +289,37 @@ def fit_model(options: TrainOptions, dataset, split: pd.Series, run_dir: Path, e
                                saver, history, run_dir) + list(extra_callbacks)  # fmt: skip
         if worker is not None:
             callbacks.insert(0, cb.WorkersAgree(strategy, worker, history, options.monitor))
-        # Last, so a backup is only taken once the epoch's history and best weights are on disk.
-        # Every worker reads the chief's backup; the others write theirs into a folder Keras removes.
-        backup = backup_dir if backup_dir is not None else run_dir / runs.BACKUP_DIR
-        callbacks.append(keras.callbacks.BackupAndRestore(str(backup), delete_checkpoint=False))
         started = time.perf_counter()
-        try:
-            model.fit(train_data, epochs=options.epochs, steps_per_epoch=steps, class_weight=fit_weights,
-                      callbacks=callbacks, verbose=options.verbose)  # fmt: skip
-        except tf.errors.OpError as exc:
-            if worker is not None:
-                from edgecls.train.cluster import lost_worker_error
-
-                raise lost_worker_error(tf, exc, worker) from None
-            raise EdgeclsError(f"training failed: {first_line(exc, 300)}") from None
+        if head_epochs and done < head_epochs:
+            # Phase 1: the new head learns on the frozen pretrained features, so its first, random
+            # gradients do not wreck them. An interrupted warm-up is run again from its start.
+            trainable = freeze_backbone(model)
+            logger.info(f"head warm-up: {head_epochs} epoch(s), {trainable:,} trainable parameters (backbone frozen)")
+            with strategy.scope():
+                model.compile(optimizer=make_optimizer(keras, options, options.learning_rate),
+                              loss=make_loss(keras, options), metrics=["accuracy"])  # fmt: skip
+            warmup_callbacks = [c for c in callbacks if not isinstance(c, (keras.callbacks.EarlyStopping, keras.callbacks.ReduceLROnPlateau))]
+            _fit(tf, model, train_data, head_epochs, 0, steps, fit_weights, warmup_callbacks, options, worker)
+            with atomic_path(warmup_path, suffix=".weights.h5") as tmp:
+                model.save_weights(tmp)
+        elif head_epochs and warmup_path.is_file():
+            model.load_weights(warmup_path)  # resuming after the warm-up (a backup, if any, overrides it)
+        if options.epochs > head_epochs:
+            # Phase 2 (the only one without pretrained weights): the whole network, at a lower peak
+            # learning rate when it starts from pretrained weights; BatchNorm as options say.
+            frozen_bn = unfreeze(model, keep_batchnorm_frozen=options.frozen_batchnorm)
+            if options.weights:
+                logger.info(f"fine-tuning the whole network at peak learning rate {options.finetune_learning_rate:g}"
+                            + (f", {frozen_bn} BatchNorm layers frozen" if frozen_bn else ", BatchNorm trained"))  # fmt: skip
+            remaining = dataclasses.replace(options, epochs=options.epochs - head_epochs, learning_rate=options.finetune_learning_rate)
+            with strategy.scope():
+                model.compile(optimizer=make_optimizer(keras, options, learning_rate_schedule(keras, remaining, steps)),
+                              loss=make_loss(keras, options), metrics=["accuracy"])  # fmt: skip
+            # Last, so a backup is only taken once the epoch's history and best weights are on disk.
+            # Every worker reads the chief's backup; the others write theirs into a folder Keras removes.
+            backup_path = backup_dir if backup_dir is not None else run_dir / runs.BACKUP_DIR
+            backup = keras.callbacks.BackupAndRestore(str(backup_path), delete_checkpoint=False)
+            _fit(tf, model, train_data, options.epochs, head_epochs, steps, fit_weights, callbacks + [backup], options, worker)
         logger.info(f"training took {time.perf_counter() - started:.0f} s")
     # Saved as a float32 model without optimizer or distribution strategy: what convert wants.
     final = create_model(options.model, (*options.size, 3), len(labels))
@@ -313,6 +332,44 @@ def fit_model(options: TrainOptions, dataset, split: pd.Series, run_dir: Path, e
         logger.info(f"no epoch had a finite {options.monitor}; saving the last weights")
     runs.save_keras_model(final, run_dir / runs.MODEL_FILE)
     return final
+
+
+def _fit(tf, model, data, epochs: int, initial_epoch: int, steps: int, class_weight, callbacks, options, worker=None) -> None:
+    try:
+        model.fit(data, epochs=epochs, initial_epoch=initial_epoch, steps_per_epoch=steps, class_weight=class_weight,
+                  callbacks=callbacks, verbose=options.verbose)  # fmt: skip
+    except tf.errors.OpError as exc:
+        if worker is not None:
+            from edgecls.train.cluster import lost_worker_error
+
+            raise lost_worker_error(tf, exc, worker) from None
+        raise EdgeclsError(f"training failed: {first_line(exc, 300)}") from None
+
+
+# The classifier head every registry model ends with (models._classifier_head).
+HEAD_LAYERS = ("head_dropout", "classifier", "probabilities")
+
+
+def freeze_backbone(model) -> int:
+    """Freeze every layer but the classifier head; return the trainable parameter count."""
+    for layer in model.layers:
+        layer.trainable = layer.name in HEAD_LAYERS
+    return int(sum(np.prod(w.shape) for w in model.trainable_weights))
+
+
+def unfreeze(model, keep_batchnorm_frozen: bool) -> int:
+    """Make every layer trainable, BatchNorm too unless `keep_batchnorm_frozen`: a frozen
+    tf_keras BatchNorm runs in inference mode (its moving statistics, never batch ones) and
+    keeps its scale and offset. Return how many BatchNorm layers stay frozen."""
+    from edgecls.core.tf_env import import_tf
+
+    _, keras = import_tf()
+    frozen = 0
+    for layer in model.layers:
+        is_bn = isinstance(layer, keras.layers.BatchNormalization)
+        layer.trainable = not (is_bn and keep_batchnorm_frozen)
+        frozen += is_bn and keep_batchnorm_frozen
+    return frozen
 
 
 def _callbacks(tf, keras, options, train_sources, y_train, val_data, y_val, labels, saver, history,
