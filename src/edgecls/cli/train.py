@@ -34,7 +34,7 @@ _DEFAULTS = TrainOptions()
 
 
 def _choices(name: str, values: tuple[str, ...]) -> type[Enum]:
-    """A Typer choice type from the values TrainOptions accepts (one list, in train/options.py)."""
+    """A Typer choice type from the values TrainOptions accepts (one list, in core/train_options.py)."""
     return Enum(name, {value.replace("-", "_"): value for value in values}, type=str)
 
 

@@ -170,7 +170,7 @@ class ModeConverter:
     def _train_options(self):
         if self.train_options is not None:
             return self.train_options
-        from edgecls.train.options import TrainOptions
+        from edgecls.core.train_options import TrainOptions
 
         # How an outside model was trained is unknown: fine-tune on the images as they are
         # (augmentations that are harmless for cells can change other classes, e.g. rotations).
