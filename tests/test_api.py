@@ -20,7 +20,7 @@ from PIL import Image
 from test_train import COLOURS, make_colour_folders
 
 import edgecls
-from edgecls.errors import EXIT_GATE, EXIT_INCONCLUSIVE
+from edgecls.errors import ParityGateFailed, ParityGateInconclusive
 
 SIZE = 32
 PER_CLASS = 24
@@ -228,7 +228,7 @@ def test_convert_a_trained_run(converted, trained):
     else:
         with pytest.raises(edgecls.EdgeclsError) as excinfo:
             result.check()
-        assert excinfo.value.exit_code == (EXIT_GATE if result.gate == "failed" else EXIT_INCONCLUSIVE)
+        assert isinstance(excinfo.value, ParityGateFailed if result.gate == "failed" else ParityGateInconclusive)
     assert edgecls.Classifier(result.files["ptq-int8"]).labels == run.labels
 
 
@@ -277,8 +277,8 @@ def test_convert_errors_are_one_line(trained, data_dir, tmp_path):
         (lambda: edgecls.convert_classifier(42), "not a int"),
         (lambda: edgecls.convert_classifier(run, modes=["int4"]), "unknown conversion mode"),
         (lambda: edgecls.convert_classifier(run, mode="qat"), "unknown ConvertOptions field(s): mode"),
-        (lambda: edgecls.convert_classifier(run, labels=["a", "b", "c"]), "labels, split and input_range (--labels, --split, --input-range) are for a model file"),
-        (lambda: edgecls.convert_classifier(run.model_path), "needs data=DATASET"),
+        (lambda: edgecls.convert_classifier(run, labels=["a", "b", "c"]), "`labels`, `split` and `input_range` are for a model file"),
+        (lambda: edgecls.convert_classifier(run.model_path), "needs `data` DATASET"),
     ]
     for call, expected in cases:
         with pytest.raises(edgecls.EdgeclsError) as excinfo:

@@ -509,7 +509,7 @@ def test_gate_fails_a_full_integer_file_with_float_ops_left():
 @pytest.mark.parametrize("value", ["nan", "inf"])
 def test_max_drop_must_be_a_number(run_folder, value):
     result = cli(run_folder, "--max-drop", value, "-q")
-    assert result.exit_code == EXIT_ERROR and "max_drop (--max-drop) must be a number" in result.output
+    assert result.exit_code == EXIT_ERROR and "edgecls: error: --max-drop must be a number" in result.output
 
 
 def test_cli_converts_a_run_folder_by_default_to_float32_and_qat(run_folder, tmp_path):
@@ -571,7 +571,7 @@ def test_cli_help_documents_every_option():
     [
         ("missing", "no such run folder or model file"),
         ("not-keras", "not a Keras model file"),
-        ("no-data", "needs data=DATASET (--data;"),
+        ("no-data", "needs --data DATASET (its test split"),
         ("no-split", "no split.csv"),
         ("bad-mode", "unknown conversion mode 'int4'"),
         ("labels-mismatch", "there are 2 labels"),
@@ -609,7 +609,7 @@ def test_modes_parse_from_repeats_and_commas():
         parse_modes(["float8"])
     assert output_file_name("ptq-int8", ("ptq-int8",)) == "model_int8.tflite"
     assert output_file_name("ptq-int8", ("ptq-int8", "qat")) == "model_int8_ptq.tflite"
-    with pytest.raises(EdgeclsError, match="--io"):
+    with pytest.raises(EdgeclsError, match="^`io_type` must be one of"):
         ConvertOptions(io_type="int16")
 
 

@@ -37,6 +37,44 @@ def test_imports_stay_light(code):
     assert out.stdout.strip() == "", f"heavy modules imported: {out.stdout.strip()}"
 
 
+def test_core_and_convert_sit_below_train():
+    """A run's recorded options are core's TrainOptions: reading a run and converting it import no
+    edgecls.train module (edgecls.train.options re-exports the same class)."""
+    code = (
+        "import sys, edgecls.core.runs, edgecls.core.train_options, edgecls.convert.modes, edgecls.convert.conversion\n"
+        "print(','.join(sorted(m for m in sys.modules if m.startswith('edgecls.train'))))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "", f"train modules imported: {out.stdout.strip()}"
+    from edgecls.core.train_options import TrainOptions
+    from edgecls.train.options import TrainOptions as Reexported
+
+    assert Reexported is TrainOptions
+    # Deferred imports too: none in core or convert names edgecls.train, but validate()'s model
+    # registry lookup (the registry is training's).
+    import ast
+    from pathlib import Path
+
+    import edgecls
+
+    package = Path(edgecls.__file__).parent
+    found = []
+    for path in [*(package / "core").rglob("*.py"), *(package / "convert").rglob("*.py")]:
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.ImportFrom):
+                names = [node.module or ""]
+            elif isinstance(node, ast.Import):
+                names = [alias.name for alias in node.names]
+            else:
+                continue
+            found += [f"{path.relative_to(package)}:{node.lineno}" for name in names if name.startswith("edgecls.train")]
+    assert found == [f"core/train_options.py:{_line_of(package / 'core' / 'train_options.py', 'from edgecls.train.models import model_spec')}"], found
+
+
+def _line_of(path, text: str) -> int:
+    return next(i for i, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1) if text in line)
+
+
 def test_import_edgecls_loads_nothing_and_the_api_names_never_tensorflow():
     """`import edgecls` imports only the package itself; resolving every public name (what the API
     reference build does) imports no TensorFlow or Keras: they load when training or converting."""

@@ -255,7 +255,7 @@ def test_one_kind_of_checkpoint_is_never_continued_as_the_other(colour_data, tmp
         (run_dir / runs.BACKUP_DIR).mkdir(parents=True)
         write_run_config(run_dir, colour_data, dataset, TrainOptions(strategy=strategy))
         save_split(run_dir, dataset, make_split(dataset))
-    with pytest.raises(EdgeclsError, match="holds an unfinished one-machine run: continue it there with --resume"):
+    with pytest.raises(EdgeclsError, match="holds an unfinished one-machine run: continue it there with `resume`"):
         prepare_multi_worker_run_dir(one, TrainOptions(strategy="multi-worker"))
     with pytest.raises(EdgeclsError, match="was trained on several workers: start its workers again"):
         train_model(TrainOptions(resume=True), colour_data, many)

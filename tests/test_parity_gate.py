@@ -108,8 +108,11 @@ def test_probability_rows_are_read_as_their_top_class():
 
 def test_gate_errors_carry_their_exit_codes_and_are_edgecls_errors():
     assert issubclass(ParityGateFailed, EdgeclsError) and issubclass(ParityGateInconclusive, EdgeclsError)
-    assert ParityGateFailed("x").exit_code == EXIT_GATE == 3
-    assert ParityGateInconclusive("x").exit_code == EXIT_INCONCLUSIVE == 4
+    from edgecls.cli.support import exit_code
+
+    assert exit_code(ParityGateFailed("x")) == EXIT_GATE == 3
+    assert exit_code(ParityGateInconclusive("x")) == EXIT_INCONCLUSIVE == 4
+    assert exit_code(EdgeclsError("x")) == 2
 
 
 def constructed_report(float_only: int, int8_only: int, n: int = 69):

@@ -190,8 +190,20 @@ def test_old_configs_load_with_the_old_recipe():
     assert options.augment == "none" and options.optimizer == "adam" and options.label_smoothing == 0.0
     assert TrainOptions.from_config({"augment": True}).augment == "standard"
     assert TrainOptions().augment == "standard" and TrainOptions().lr_schedule == "cosine"  # defaults unchanged
-    with pytest.raises(EdgeclsError, match="--augment must be one of none, standard, strong"):
+    with pytest.raises(EdgeclsError, match="^`augment` must be one of none, standard, strong"):
         TrainOptions(augment="wild").validate()
+
+
+def test_option_errors_name_the_field_and_the_cli_names_the_flag(tmp_path):
+    with pytest.raises(EdgeclsError, match=r"^`learning_rate` must be positive, got -1") as excinfo:
+        TrainOptions(learning_rate=-1).validate()
+    assert "--" not in str(excinfo.value) and excinfo.value.fields == ("learning_rate",)
+    with pytest.raises(EdgeclsError, match="^`resume` continues a run and `force` replaces it"):
+        TrainOptions(resume=True, force=True).validate()
+    data = tmp_path / "data"
+    data.mkdir()
+    result = cli("train", data, "-o", tmp_path / "run", "--lr", "-1")
+    assert result.exit_code == 2 and "edgecls: error: --lr must be positive, got -1" in result.output, result.output
 
 
 @pytest.mark.parametrize(

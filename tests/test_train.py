@@ -213,7 +213,7 @@ def test_force_replaces_only_run_outputs(tmp_path):
     (run_dir / "plots").mkdir(parents=True)
     for name in ("model.keras", "config.json", "metrics.json", "plots/history.png", "notes.txt"):
         (run_dir / name).write_text("old")
-    with pytest.raises(EdgeclsError, match="already holds a run"):
+    with pytest.raises(EdgeclsError, match="already holds a run.*pass `resume` to continue it or `force` to replace it"):
         prepare_run_dir(run_dir)
     assert prepare_run_dir(run_dir, force=True) is False
     assert sorted(p.name for p in run_dir.iterdir()) == ["notes.txt"]  # the user's own file stays
@@ -221,7 +221,7 @@ def test_force_replaces_only_run_outputs(tmp_path):
 
 def test_resume_and_force_together_are_refused(colour_data, tmp_path):
     result = cli("train", colour_data, "-o", tmp_path / "run", "--resume", "--force")
-    assert result.exit_code == 2 and "pass one of them" in result.output
+    assert result.exit_code == 2 and "--resume continues a run and --force replaces it: pass one of them" in result.output
 
 
 def test_unknown_model_is_a_one_line_error(colour_data, tmp_path):

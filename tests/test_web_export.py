@@ -351,8 +351,9 @@ def test_without_npm_or_a_registry_setting_the_error_names_runtime(tmp_path, mon
     monkeypatch.setenv("PATH", str(tmp_path / "bin"))
     for key in ("npm_config_registry", "NPM_CONFIG_REGISTRY"):
         monkeypatch.delenv(key, raising=False)
-    with pytest.raises(EdgeclsError, match="--runtime"):
+    with pytest.raises(EdgeclsError, match="`runtime`") as excinfo:
         runtime.load_runtime()
+    assert excinfo.value.fields == ("runtime",)
     assert not (tmp_path / "cache" / "edgecls").exists() or not any((tmp_path / "cache" / "edgecls").iterdir())
 
 
@@ -370,7 +371,7 @@ def test_a_runtime_given_as_an_unpacked_folder_is_checked_file_by_file(tmp_path)
         (folder / name).write_bytes(data)
     assert runtime.load_runtime(tmp_path) == files
     (folder / "wasm" / "vision_wasm_internal.wasm").write_bytes(b"\0asm" + b"\0" * 100)
-    with pytest.raises(EdgeclsError, match="vision_wasm_internal.wasm is not the one.*--runtime"):
+    with pytest.raises(EdgeclsError, match="vision_wasm_internal.wasm is not the one.*`runtime`"):
         runtime.load_runtime(folder)
 
 
@@ -407,7 +408,7 @@ def test_serve_refuses_a_folder_that_is_not_a_site(tmp_path):
 
 def test_without_npm_the_package_comes_from_npms_registry_setting_verified(tmp_path, monkeypatch):
     """The download path, against a registry served from 127.0.0.1: the right tarball is cached;
-    a tampered one is refused, naming --runtime, and nothing is cached."""
+    a tampered one is refused, naming `runtime`, and nothing is cached."""
     import functools
     import http.server
     import threading
@@ -439,7 +440,7 @@ def test_without_npm_the_package_comes_from_npms_registry_setting_verified(tmp_p
         data = bytearray(tarball.read_bytes())
         data[len(data) // 2] ^= 0xFF
         tarball.write_bytes(bytes(data))
-        with pytest.raises(EdgeclsError, match="published hash.*--runtime"):
+        with pytest.raises(EdgeclsError, match="published hash.*`runtime`"):
             runtime.load_runtime()
         assert not (tmp_path / "cache2" / "edgecls" / runtime.TARBALL_NAME).exists()
     finally:

@@ -1,4 +1,5 @@
-"""The one exception type the CLI turns into a clean one-line error and an exit code."""
+"""The exception types the CLI turns into a clean one-line error; which exit code each gets is
+the CLI's mapping (`edgecls.cli.support.exit_code`), not the error's."""
 
 from __future__ import annotations
 
@@ -12,27 +13,29 @@ EXIT_INTERRUPTED = 130  # train: Ctrl-C (128 + SIGINT, as shells report it); --r
 
 
 class EdgeclsError(Exception):
-    """An error a user can fix; the CLI prints its message on one line, with no traceback."""
+    """An error a user can fix; the CLI prints its message on one line, with no traceback.
 
-    def __init__(self, message: str, exit_code: int = EXIT_ERROR):
+    The message names Python fields and arguments in backticks ("`learning_rate` must be
+    positive"), and `fields` lists them, so that the CLI can name its flags instead ("--lr must be
+    positive")."""
+
+    def __init__(self, message: str, *, fields: tuple[str, ...] | str = ()):
         super().__init__(message)
-        self.exit_code = exit_code
+        self.fields: tuple[str, ...] = (fields,) if isinstance(fields, str) else tuple(fields)
 
 
 class ParityGateFailed(EdgeclsError):
     """A full-integer file is, with confidence, further behind float than the allowed drop (or
     computes in float where it should not). The files are written and marked failing."""
 
-    def __init__(self, message: str):
-        super().__init__(message, EXIT_GATE)
-
 
 class ParityGateInconclusive(EdgeclsError):
     """The test split is too small to tell whether a full-integer file is within the allowed
     drop: the difference's confidence interval straddles it."""
 
-    def __init__(self, message: str):
-        super().__init__(message, EXIT_INCONCLUSIVE)
+
+class Interrupted(EdgeclsError):
+    """The user stopped a long job (Ctrl-C); the message says how to continue it."""
 
 
 def first_line(exc: BaseException, limit: int = 200) -> str:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import sys
+import warnings
 from typing import TextIO
 
 LOGGER_NAME = "edgecls"
@@ -20,6 +21,13 @@ logger = logging.getLogger(LOGGER_NAME)
 # application that configures nothing sees nothing, and one that configures logging sees all.
 if not any(isinstance(h, logging.NullHandler) for h in logger.handlers):
     logger.addHandler(logging.NullHandler())
+
+
+def notice(message: str) -> None:
+    """A one-line warning about the user's input (a fresh split that may overlap training, an
+    assumed pixel range), which the CLI prints as `edgecls: warning: ...`: a Python warning, so
+    that a notebook shows it once and a test can catch it."""
+    warnings.warn(message, UserWarning, stacklevel=2)
 
 
 def get_logger(name: str = "") -> logging.Logger:

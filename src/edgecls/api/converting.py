@@ -25,7 +25,7 @@ import pandas as pd
 from edgecls.convert.options import ConvertOptions
 from edgecls.convert.parity import ParityReport
 from edgecls.core import runs
-from edgecls.errors import EXIT_ERROR, EdgeclsError, ParityGateFailed, ParityGateInconclusive
+from edgecls.errors import EdgeclsError, ParityGateFailed, ParityGateInconclusive
 
 __all__ = ["ConversionResult", "ConvertOptions", "convert_classifier"]
 
@@ -119,7 +119,7 @@ class ConversionResult:
         cannot tell (exit code 4), with the message `edgecls convert` prints; else return self."""
         failed = self.report.failed_conversions
         if failed:
-            raise EdgeclsError("; ".join(f"{row.name} could not be converted: {row.error}" for row in failed), EXIT_ERROR)
+            raise EdgeclsError("; ".join(f"{row.name} could not be converted: {row.error}" for row in failed))
         if self.report.gate == "failed":
             raise ParityGateFailed(self.report.verdict)
         if self.report.gate == "inconclusive":
@@ -176,11 +176,12 @@ def convert_classifier(
     Bad input (no data for a model, an unreadable file, a folder already holding a conversion
     without `force=True`) raises `EdgeclsError`.
     """
-    from edgecls.api.training import TrainedRun, _with_overrides
+    from edgecls.api.options import with_overrides
+    from edgecls.api.training import TrainedRun
 
     if isinstance(option_overrides.get("modes"), str):  # modes="float32,qat", as --mode takes it
         option_overrides["modes"] = [option_overrides["modes"]]
-    options = _with_overrides(options, option_overrides, ConvertOptions, "convert_classifier")
+    options = with_overrides(options, option_overrides, ConvertOptions, "convert_classifier")
     options = dataclasses.replace(options, verbose=bool(progress))
     if isinstance(source, TrainedRun):
         source = source.path
@@ -204,20 +205,21 @@ def _convert_path(path: Path, options, data, labels, output, data_format, split)
     if path.is_dir() and is_run_folder(path, data):
         if labels is not None or split is not None or options.input_range is not None:
             raise EdgeclsError(
-                "labels, split and input_range (--labels, --split, --input-range) are for a model file; "
+                "`labels`, `split` and `input_range` are for a model file; "
                 "a run folder has its own labels.json and split.csv, "
-                "and its model takes pixel / 255"
+                "and its model takes pixel / 255",
+                fields=("labels", "split", "input_range"),
             )
         return convert_run(path, options, output, data_override=data_path)
     if data_path is None:
-        raise EdgeclsError(f"{path}: converting a model file needs data=DATASET (--data; its test split is the parity check)")
+        raise EdgeclsError(f"{path}: converting a model file needs `data` DATASET (its test split is the parity check)", fields="data")
     return convert_model_file(path, data_path, options, output, labels=_labels(labels), data_format=data_format, split_path=split)
 
 
 def _convert_object(model, options, data, labels, output, data_format, split) -> ParityReport:
-    from edgecls.api.datasets import DatasetSplit, _check_whole
+    from edgecls.api.datasets import DatasetSplit, check_whole_dataset
     from edgecls.convert.conversion import convert_model
-    from edgecls.convert.modes import notice
+    from edgecls.log import notice
     from edgecls.data.datasets import Dataset, load_dataset
     from edgecls.data.split import SPLIT_FILE, load_split, make_split, save_split
 
@@ -230,7 +232,7 @@ def _convert_object(model, options, data, labels, output, data_format, split) ->
             raise EdgeclsError("data is a DatasetSplit, which has its split already: leave split out")
         dataset, parts = data.dataset, data.split
     elif isinstance(data, Dataset):
-        _check_whole(data, "convert_classifier")
+        check_whole_dataset(data, "convert_classifier")
         dataset, parts = data, None
     elif isinstance(data, (str, os.PathLike)):
         dataset, parts = load_dataset(os.fspath(data), data_format), None
@@ -248,7 +250,9 @@ def _convert_object(model, options, data, labels, output, data_format, split) ->
 
 def _is_model_object(value) -> bool:
     """A Keras model (tf_keras or Keras 3) or an `ImportedModel`, judged without importing TF."""
-    return all(hasattr(value, attribute) for attribute in ("predict", "layers")) or type(value).__name__ == "ImportedModel"
+    from edgecls.convert.keras_import.model import ImportedModel
+
+    return all(hasattr(value, attribute) for attribute in ("predict", "layers")) or isinstance(value, ImportedModel)
 
 
 def is_run_folder(folder: Path, data) -> bool:
@@ -270,10 +274,11 @@ def _data_path(data) -> str | None:
         return dataset_location(data, "convert_classifier")[0]
     if isinstance(data, (str, os.PathLike)):
         return os.fspath(data)
-    kind = type(data).__name__
-    if kind == "DatasetSplit":
+    from edgecls.api.datasets import DatasetSplit
+
+    if isinstance(data, DatasetSplit):
         raise EdgeclsError("a DatasetSplit is for a Keras model object; for a run or a model file pass a dataset path and split=split.csv")
-    raise EdgeclsError(f"data must be a dataset path or a Dataset, not a {kind}")
+    raise EdgeclsError(f"data must be a dataset path or a Dataset, not a {type(data).__name__}")
 
 
 def _labels(labels) -> list[str] | None:

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 
 import pandas as pd
 
+from edgecls.core.defaults import SEED, TEST_FRACTION, VAL_FRACTION
 from edgecls.data.datasets import Dataset
 from edgecls.data.datasets import load_dataset as _load_dataset
 from edgecls.log import get_logger
@@ -78,7 +79,7 @@ class DatasetSplit:
         return f"DatasetSplit({self.dataset.name!r}: {sizes} images)"
 
 
-def split_dataset(dataset: Dataset, val_fraction: float = 0.15, test_fraction: float = 0.15, seed: int = 1234) -> DatasetSplit:
+def split_dataset(dataset: Dataset, val_fraction: float = VAL_FRACTION, test_fraction: float = TEST_FRACTION, seed: int = SEED) -> DatasetSplit:
     """Split `dataset` the way `edgecls train` does: stratified by class and grouped, so that
     all images of one HAM10000 lesion, and every set of byte-identical files, land on one side.
 
@@ -86,7 +87,7 @@ def split_dataset(dataset: Dataset, val_fraction: float = 0.15, test_fraction: f
     """
     from edgecls.data.split import make_split, restrict_dataset
 
-    _check_whole(dataset, "split_dataset")
+    check_whole_dataset(dataset, "split_dataset")
     split = make_split(dataset, val_fraction, test_fraction, seed)
     parts = {}
     for name in ("train", "val", "test"):
@@ -98,7 +99,9 @@ def split_dataset(dataset: Dataset, val_fraction: float = 0.15, test_fraction: f
     return result
 
 
-def _check_whole(dataset, what: str) -> None:
+def check_whole_dataset(dataset, what: str) -> None:
+    """Refuse the train, val or test side of a split where a whole dataset is needed; `what`
+    names the caller in the error."""
     from edgecls.errors import EdgeclsError
 
     part = getattr(dataset, _PART_OF, None)
@@ -112,7 +115,7 @@ def _check_whole(dataset, what: str) -> None:
 def dataset_location(dataset: Dataset, what: str = "train_classifier") -> tuple[str, str]:
     """(path, format) that `load_dataset` reads `dataset` back from: the file it came from
     (the HAM10000 or HMNIST CSV) or its folder. `what` names the caller in errors."""
-    _check_whole(dataset, what)
+    check_whole_dataset(dataset, what)
     source = dataset.source if dataset.source is not None and dataset.format != "folders" else dataset.root
     return os.fspath(source), dataset.format
 

@@ -19,6 +19,7 @@ from typing import Any, Iterable
 
 import pandas as pd
 
+from edgecls.api.options import with_overrides
 from edgecls.core import runs
 from edgecls.errors import EdgeclsError
 from edgecls.log import get_logger
@@ -148,20 +149,6 @@ class TrainedRun:
         return f"<p><code>{html.escape(repr(self))}</code></p>" + self.metrics_table.to_html(float_format=lambda v: f"{v:.4f}")
 
 
-def _with_overrides(options, overrides: dict[str, Any], cls, what: str):
-    """`options` (or defaults) with keyword overrides; an unknown name is an EdgeclsError."""
-    options = options if options is not None else cls()
-    if not isinstance(options, cls):
-        raise EdgeclsError(f"{what} options must be a {cls.__name__}, got {type(options).__name__}")
-    if not overrides:
-        return options
-    known = {field.name for field in dataclasses.fields(cls)}
-    unknown = sorted(set(overrides) - known)
-    if unknown:
-        raise EdgeclsError(f"unknown {cls.__name__} field(s): {', '.join(unknown)} (known: {', '.join(sorted(known))})")
-    return dataclasses.replace(options, **overrides)
-
-
 def train_classifier(
     data,
     options: TrainOptions | None = None,
@@ -188,7 +175,7 @@ def train_classifier(
     from edgecls.data.datasets import Dataset
     from edgecls.train.trainer import train_model
 
-    options = _with_overrides(options, option_overrides, TrainOptions, "train_classifier")
+    options = with_overrides(options, option_overrides, TrainOptions, "train_classifier")
     if isinstance(data, Dataset):
         data_path, data_format = dataset_location(data)
         if options.data_format not in ("auto", data_format):

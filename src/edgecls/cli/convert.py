@@ -15,7 +15,7 @@ from typing import List, Optional
 import typer
 
 from edgecls.cli.support import show_progress
-from edgecls.convert.options import DEFAULT_MODES, MODE_HELP, ConvertOptions, parse_modes
+from edgecls.convert.options import MODE_HELP, ConvertOptions, parse_modes
 from edgecls.core.native_stderr import quiet_native_stderr
 from edgecls.errors import EdgeclsError
 
@@ -25,6 +25,7 @@ class IoType(str, Enum):
     uint8 = "uint8"
 
 
+_DEFAULTS = ConvertOptions()  # every flag's default is the option's: one place, convert/options.py
 _MODES_HELP = "; ".join(f"{mode}: {text}" for mode, text in MODE_HELP.items())
 
 
@@ -42,7 +43,7 @@ def convert(
         None, "--labels", help="A model file's labels in output order: labels.json or one per line (default: the dataset's sorted classes)."
     ),
     input_range: Optional[str] = typer.Option(
-        None,
+        _DEFAULTS.input_range,
         "--input-range",
         help="What a model file's input takes: 0-1 (pixel/255), 0-255 (raw pixels) or -1-1 (MobileNet's preprocess_input). "
         "Default: raw pixels when the model starts with a Rescaling or Normalization layer, else 0-1, with a warning.",
@@ -56,23 +57,23 @@ def convert(
         None, "--output", "-o", help="Folder for the .tflite files and parity.json/.md (default: RUN/convert, or MODEL_convert/ beside a model file)."
     ),
     mode: Optional[List[str]] = typer.Option(
-        None, "--mode", "-m", help=f"Repeatable or comma-separated (default: {','.join(DEFAULT_MODES)}). {_MODES_HELP}.", show_default=False
+        None, "--mode", "-m", help=f"Repeatable or comma-separated (default: {','.join(_DEFAULTS.modes)}). {_MODES_HELP}.", show_default=False
     ),
     io: IoType = typer.Option(
-        IoType.uint8, "--io", help="Input/output type of full-integer models: uint8 (the pixel itself; what MediaPipe Tasks and Android load) or int8 (pixel - 128)."
+        IoType(_DEFAULTS.io_type), "--io", help="Input/output type of full-integer models: uint8 (the pixel itself; what MediaPipe Tasks and Android load) or int8 (pixel - 128)."
     ),
-    qat_epochs: int = typer.Option(2, "--qat-epochs", min=1, help="Quantization-aware fine-tuning epochs on the training split."),
-    qat_lr: float = typer.Option(1e-4, "--qat-lr", help="Learning rate of QAT fine-tuning (low: it nudges, not retrains)."),
-    qat_batch_size: int = typer.Option(32, "--qat-batch-size", min=1, help="Batch size of QAT fine-tuning."),
-    calibration_size: int = typer.Option(256, "--calibration-size", min=1, help="Class-balanced training images that calibrate int8 ranges."),
+    qat_epochs: int = typer.Option(_DEFAULTS.qat_epochs, "--qat-epochs", min=1, help="Quantization-aware fine-tuning epochs on the training split."),
+    qat_lr: float = typer.Option(_DEFAULTS.qat_learning_rate, "--qat-lr", help="Learning rate of QAT fine-tuning (low: it nudges, not retrains)."),
+    qat_batch_size: int = typer.Option(_DEFAULTS.qat_batch_size, "--qat-batch-size", min=1, help="Batch size of QAT fine-tuning."),
+    calibration_size: int = typer.Option(_DEFAULTS.calibration_size, "--calibration-size", min=1, help="Class-balanced training images that calibrate int8 ranges."),
     max_drop: float = typer.Option(
-        1.0, "--max-drop", help="Parity gate: most accuracy points a full-integer file may lose against the float Keras model. "
+        _DEFAULTS.max_drop, "--max-drop", help="Parity gate: most accuracy points a full-integer file may lose against the float Keras model. "
         "Judged with a 95% paired confidence interval: exit 3 when int8 is surely further behind, 4 when the test split is too small to tell."
     ),
-    threads: Optional[int] = typer.Option(None, "--threads", "-t", min=1, help="Interpreter threads for parity and latency (default: min(4, cores))."),
-    seed: int = typer.Option(1234, "--seed", help="Seed for the split of a model file, calibration sampling and QAT."),
+    threads: Optional[int] = typer.Option(_DEFAULTS.threads, "--threads", "-t", min=1, help="Interpreter threads for parity and latency (default: min(4, cores))."),
+    seed: int = typer.Option(_DEFAULTS.seed, "--seed", help="Seed for the split of a model file, calibration sampling and QAT."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress lines; the report table and verdict only."),
-    force: bool = typer.Option(False, "--force", help="Replace an earlier conversion in the output folder."),
+    force: bool = typer.Option(_DEFAULTS.force, "--force", help="Replace an earlier conversion in the output folder."),
     group: Optional[str] = typer.Option(
         None, "--group", help="A class group reported as one, e.g. malignant=mel,bcc,akiec (default: the dataset's malignant classes, when edgecls knows them)."
     ),
@@ -86,12 +87,12 @@ def convert(
         show_default=False,
     ),
     auto_keep_float: bool = typer.Option(
-        False, "--auto-keep-float", help="When the post-training int8 file does not pass the gate, keep its worst layer float, "
+        _DEFAULTS.auto_keep_float, "--auto-keep-float", help="When the post-training int8 file does not pass the gate, keep its worst layer float, "
         "re-measure, and repeat (up to --auto-keep-float-limit layers) until it passes."
     ),
-    auto_keep_float_limit: int = typer.Option(3, "--auto-keep-float-limit", min=1, help="Most layers --auto-keep-float keeps float."),
+    auto_keep_float_limit: int = typer.Option(_DEFAULTS.auto_keep_float_limit, "--auto-keep-float-limit", min=1, help="Most layers --auto-keep-float keeps float."),
     target_sensitivity: float = typer.Option(
-        0.90, "--target-sensitivity", help="The group's operating point: the most specific threshold that flags at least this share of its validation images."
+        _DEFAULTS.target_sensitivity, "--target-sensitivity", help="The group's operating point: the most specific threshold that flags at least this share of its validation images."
     ),
 ) -> None:
     """Convert a trained model to float32 and int8 TFLite (or other --mode), embed labels and metadata,
@@ -104,7 +105,7 @@ def convert(
 
     show_progress(not quiet)
     options = ConvertOptions(
-        modes=parse_modes(mode) if mode else DEFAULT_MODES,
+        modes=parse_modes(mode) if mode else _DEFAULTS.modes,
         io_type=io.value,
         qat_epochs=qat_epochs,
         qat_learning_rate=qat_lr,

@@ -13,7 +13,16 @@ from typing import Callable, Iterator, TypeVar
 
 import typer
 
-from edgecls.errors import EXIT_ERROR, EdgeclsError
+from edgecls.errors import (
+    EXIT_ERROR,
+    EXIT_GATE,
+    EXIT_INCONCLUSIVE,
+    EXIT_INTERRUPTED,
+    EdgeclsError,
+    Interrupted,
+    ParityGateFailed,
+    ParityGateInconclusive,
+)
 
 F = TypeVar("F", bound=Callable)
 
@@ -90,6 +99,44 @@ def invoke_time_limit(seconds: float) -> Iterator[None]:
         watchdog.stop_bounding()
 
 
+# The exit code of each kind of library error (the most specific class first); any other
+# EdgeclsError is EXIT_ERROR.
+_EXIT_CODES: tuple[tuple[type[EdgeclsError], int], ...] = (
+    (ParityGateFailed, EXIT_GATE),
+    (ParityGateInconclusive, EXIT_INCONCLUSIVE),
+    (Interrupted, EXIT_INTERRUPTED),
+)
+
+# Option fields and arguments whose flag is not "--" + the name with dashes for underscores.
+_FLAG_NAMES = {
+    "learning_rate": "--lr",
+    "qat_learning_rate": "--qat-lr",
+    "data_format": "--format",
+    "io_type": "--io",
+    "modes": "--mode",
+    "groups": "--group",
+}
+
+
+def exit_code(exc: EdgeclsError) -> int:
+    """The exit code the CLI ends with for a library error, chosen by its class."""
+    return next((code for cls, code in _EXIT_CODES if isinstance(exc, cls)), EXIT_ERROR)
+
+
+def flag_name(field: str) -> str:
+    """The CLI flag that sets an option field or API argument: learning_rate -> --lr."""
+    return _FLAG_NAMES.get(field, "--" + field.replace("_", "-"))
+
+
+def cli_message(exc: EdgeclsError) -> str:
+    """A library error's message as a CLI user reads it: the fields it names (in backticks,
+    `learning_rate`) become flags (--lr)."""
+    message = str(exc)
+    for field in exc.fields:
+        message = message.replace(f"`{field}`", flag_name(field))
+    return message
+
+
 def handle_errors(func: F) -> F:
     """Run a command with the library's progress messages shown as `edgecls: ...` lines on
     stderr (its `edgecls` logger at INFO; `show_progress(False)` in a command turns them down to
@@ -105,7 +152,7 @@ def handle_errors(func: F) -> F:
             with _terminate_as_exception():
                 return func(*args, **kwargs)
         except EdgeclsError as exc:
-            raise fail(str(exc), exc.exit_code) from None
+            raise fail(cli_message(exc), exit_code(exc)) from None
         except KeyboardInterrupt:
             raise fail("interrupted", 130) from None
         except Terminated as exc:

@@ -12,8 +12,8 @@ from typing import Optional
 
 import typer
 
-from edgecls.cli.support import fail
-from edgecls.errors import EXIT_INTERRUPTED, EdgeclsError
+from edgecls.cli.support import cli_message, exit_code, fail
+from edgecls.errors import EdgeclsError, Interrupted
 from edgecls.train.models import list_models
 from edgecls.train.options import (
     AUGMENT_CHOICES,
@@ -34,7 +34,7 @@ _DEFAULTS = TrainOptions()
 
 
 def _choices(name: str, values: tuple[str, ...]) -> type[Enum]:
-    """A Typer choice type from the values TrainOptions accepts (one list, in train/options.py)."""
+    """A Typer choice type from the values TrainOptions accepts (one list, in core/train_options.py)."""
     return Enum(name, {value.replace("-", "_"): value for value in values}, type=str)
 
 
@@ -54,7 +54,7 @@ def train(
     data: Path = typer.Argument(..., help="Dataset: a HAM10000 folder (or its metadata CSV), a folder with one subfolder per class, or an HMNIST CSV.", show_default=False),
     output: Path = typer.Option(..., "--output", "-o", help="Run folder to write: model.keras, config, split, history, metrics, report.", show_default=False),
     model: str = typer.Option(_DEFAULTS.model, "--model", "-m", help=f"Architecture: {', '.join(list_models())}."),
-    epochs: Optional[int] = typer.Option(None, "--epochs", "-e", min=1, help=f"Most epochs to train (early stopping may end sooner) (default: {DEFAULT_EPOCHS}; with --resume, the run's)."),
+    epochs: Optional[int] = typer.Option(_DEFAULTS.epochs, "--epochs", "-e", min=1, help=f"Most epochs to train (early stopping may end sooner) (default: {DEFAULT_EPOCHS}; with --resume, the run's)."),
     image_size: int = typer.Option(_DEFAULTS.image_size, "--image-size", min=16, help="Square input size in pixels."),
     batch_size: int = typer.Option(_DEFAULTS.batch_size, "--batch-size", "-b", min=1, help="Images per step (global, across devices)."),
     lr: float = typer.Option(_DEFAULTS.learning_rate, "--lr", help="Peak learning rate."),
@@ -66,22 +66,22 @@ def train(
     imbalance: Imbalance = typer.Option(_DEFAULTS.imbalance, "--imbalance", help="Class imbalance: softened class weights in the loss, balanced sampling, or none."),
     augment: Augment = typer.Option(_DEFAULTS.augment, "--augment", help="Training augmentation. standard: flips, quarter turns, +-18 degree rotations, mild colour jitter; strong: flips, any rotation, scale 0.8-1.25, +-10% shifts (reflected borders), brightness/contrast/saturation +-20%; none."),
     no_augment: bool = typer.Option(False, "--no-augment", help="Same as --augment none (kept for older scripts)."),
-    data_format: DataFormat = typer.Option(DataFormat.auto, "--format", help="Dataset layout; auto detects it."),
+    data_format: DataFormat = typer.Option(DataFormat(_DEFAULTS.data_format), "--format", help="Dataset layout; auto detects it."),
     monitor: Monitor = typer.Option(_DEFAULTS.monitor, "--monitor", help="Validation metric (inference mode) that picks the best epoch and stops early."),
     patience: int = typer.Option(_DEFAULTS.patience, "--patience", min=1, help="Epochs without improvement before stopping."),
     val_fraction: float = typer.Option(_DEFAULTS.val_fraction, "--val-fraction", help="Share of images (by lesion/duplicate group) for validation."),
     test_fraction: float = typer.Option(_DEFAULTS.test_fraction, "--test-fraction", help="Share of images held out for the final test."),
-    limit: Optional[int] = typer.Option(None, "--limit", min=10, help="Use a stratified subset of about this many images (quick trials)."),
-    weights: Optional[str] = typer.Option(None, "--weights", help="Start from 'imagenet' (efficientnet-lite0: offline, from the train extra; mobilenetv2*: downloaded) or a weights file of the same architecture (.weights.h5)."),
-    head_epochs: Optional[int] = typer.Option(None, "--head-epochs", min=0, help=f"Epochs training only the classifier head on the frozen backbone first [default: {HEAD_EPOCHS_WITH_WEIGHTS} with --weights, else 0]."),
+    limit: Optional[int] = typer.Option(_DEFAULTS.limit, "--limit", min=10, help="Use a stratified subset of about this many images (quick trials)."),
+    weights: Optional[str] = typer.Option(_DEFAULTS.weights, "--weights", help="Start from 'imagenet' (efficientnet-lite0: offline, from the train extra; mobilenetv2*: downloaded) or a weights file of the same architecture (.weights.h5)."),
+    head_epochs: Optional[int] = typer.Option(_DEFAULTS.head_epochs, "--head-epochs", min=0, help=f"Epochs training only the classifier head on the frozen backbone first [default: {HEAD_EPOCHS_WITH_WEIGHTS} with --weights, else 0]."),
     finetune_lr_scale: float = typer.Option(_DEFAULTS.finetune_lr_scale, "--finetune-lr-scale", help="With --weights: after the head warm-up the whole network trains at --lr times this."),
     batchnorm: BatchNorm = typer.Option(_DEFAULTS.batchnorm, "--batchnorm", help="BatchNorm while fine-tuning: frozen keeps the pretrained statistics and scales, train updates them; auto = frozen with --weights."),
     seed: int = typer.Option(_DEFAULTS.seed, "--seed", help="Seed for the split, shuffling, augmentation and initial weights."),
     strategy: Strategy = typer.Option(_DEFAULTS.strategy, "--strategy", help="mirrored: data-parallel over all local GPUs; multi-worker: over several machines, the cluster from TF_CONFIG (docs/multi-machine.md)."),
     worker_timeout: float = typer.Option(_DEFAULTS.worker_timeout, "--worker-timeout", min=1, help="multi-worker: seconds to wait for the other workers (joining, and each exchange) before failing."),
     mixed_precision: MixedPrecision = typer.Option(_DEFAULTS.mixed_precision, "--mixed-precision", help="float16 compute; auto = on when a GPU is present."),
-    resume: bool = typer.Option(False, "--resume", help="Continue an interrupted (or finished, with more --epochs) run in OUTPUT."),
-    force: bool = typer.Option(False, "--force", help="Replace the run already in OUTPUT."),
+    resume: bool = typer.Option(_DEFAULTS.resume, "--resume", help="Continue an interrupted (or finished, with more --epochs) run in OUTPUT."),
+    force: bool = typer.Option(_DEFAULTS.force, "--force", help="Replace the run already in OUTPUT."),
 ) -> None:
     """Train a classifier: split the dataset, train, keep the best epoch, evaluate on val and test."""
     from edgecls import train_classifier
@@ -114,8 +114,8 @@ def train(
             train_classifier(data, options, output)
     except KeyboardInterrupt:
         if strategy == Strategy.multi_worker:
-            raise EdgeclsError("interrupted; start every worker again with the same command to continue", EXIT_INTERRUPTED) from None
-        raise EdgeclsError(f"interrupted; continue with: edgecls train {data} --output {output} --resume", EXIT_INTERRUPTED) from None
+            raise Interrupted("interrupted; start every worker again with the same command to continue") from None
+        raise Interrupted(f"interrupted; continue with: edgecls train {data} --output {output} --resume") from None
     if worker is not None and not worker.is_chief:
         typer.echo(f"done; the chief writes the run folder {output}")
         return
@@ -139,7 +139,7 @@ def _train_quietly(train_classifier, data, options, output) -> None:
         if not cluster.runtime_started():
             raise
         # The one line first, then nothing more from the runtime's shutdown on this stderr.
-        done = fail(str(exc), exc.exit_code)
+        done = fail(cli_message(exc), exit_code(exc))
         try:
             sys.stderr.flush()
             os.dup2(os.open(os.devnull, os.O_WRONLY), 2)

@@ -18,7 +18,7 @@ import numpy as np
 import edgecls
 from edgecls.convert.export import embed, model_metadata, write_model
 from edgecls.convert.keras_model import as_float32, image_input_size, output_classes, outputs_probabilities
-from edgecls.convert.modes import ModeConverter, is_full_integer, notice
+from edgecls.convert.modes import ModeConverter, is_full_integer
 from edgecls.convert.options import MODE_HELP, PTQ_INT8, ConvertOptions, output_file_name
 from edgecls.convert.parity import GATE_PASSED, KERAS, ParityReport, ParityRow, Predictions, apply_gate, measure, run_tflite
 from edgecls.convert.report import LAYER_PLOT_PREFIX, write_report
@@ -29,7 +29,7 @@ from edgecls.edge_runtime.classifier import default_threads
 from edgecls.edge_runtime.interpreter import find_interpreter
 from edgecls.edge_runtime.normalization import PIXEL_UNIT, RANGES, InputNormalization
 from edgecls.errors import EdgeclsError
-from edgecls.log import get_logger
+from edgecls.log import get_logger, notice
 
 logger = get_logger("convert")
 
@@ -135,7 +135,7 @@ def _check_keep_float(model, keep_float: Sequence[str]) -> None:
     unknown = [name for name in keep_float if name not in names]
     if unknown:
         shown = ", ".join(names[:12]) + (", ..." if len(names) > 12 else "")
-        raise EdgeclsError(f"--keep-float: no layer named {', '.join(unknown)} in the model (its layers: {shown or 'none'})")
+        raise EdgeclsError(f"`keep_float`: no layer named {', '.join(unknown)} in the model (its layers: {shown or 'none'})", fields="keep_float")
 
 
 def _auto_keep_float(converter: ModeConverter, row: ParityRow, model_bytes: bytes, report: ParityReport, test, reference,
@@ -267,7 +267,7 @@ def _calibration_data(data: ConversionData, labels: list[str], options: ConvertO
     for name, members in groups.items():
         unknown = [m for m in members if m not in labels]
         if unknown:
-            raise EdgeclsError(f"--group {name}: {', '.join(unknown)} not among the model's labels ({', '.join(labels)})")
+            raise EdgeclsError(f"`groups` {name}: {', '.join(unknown)} not among the model's labels ({', '.join(labels)})", fields="groups")
     val = data.load("val")
     if not len(val):
         report.notes.append("no validation split: the files are not calibrated and have no operating point")
@@ -276,11 +276,12 @@ def _calibration_data(data: ConversionData, labels: list[str], options: ConvertO
 
 
 def check_output_dir(output_dir: Path, force: bool) -> list[Path]:
-    """The `.tflite` files of an earlier conversion in `output_dir`; refused unless --force."""
+    """The `.tflite` files of an earlier conversion in `output_dir`; refused unless `force`."""
     earlier = sorted([*output_dir.glob("model_*.tflite"), *output_dir.glob(f"{LAYER_PLOT_PREFIX}*.png")]) if output_dir.is_dir() else []
     if (earlier or (output_dir / "parity.json").exists()) and not force:
         shown = ", ".join(p.name for p in [*earlier, output_dir / "parity.json"][:3])
-        raise EdgeclsError(f"{output_dir} already holds a conversion ({shown}); pass --force to replace it, or --output elsewhere")
+        raise EdgeclsError(f"{output_dir} already holds a conversion ({shown}); pass `force` to replace it, or `output` elsewhere",
+                          fields=("force", "output"))
     return earlier
 
 
@@ -296,7 +297,8 @@ def convert_run(run_dir: str | Path, options: ConvertOptions | None = None, outp
         if not (run_dir / needed).is_file():
             raise EdgeclsError(
                 f"{run_dir}: no {needed} ({why}); is this a finished run folder from `edgecls train`? "
-                "To convert a model file on its own (.keras, .h5, SavedModel folder), pass it with --data"
+                "To convert a model file on its own (.keras, .h5, SavedModel folder), pass it with `data`",
+                fields="data",
             )
     check_output_dir(Path(output_dir) if output_dir is not None else run_dir / CONVERT_DIR, options.force if options else False)
     run = load_run(run_dir, None if data_override is None else str(data_override))

@@ -29,7 +29,7 @@ def convert_to_tflite(model, mode: str, io_type: str = "uint8", calibration: np.
         converter = _fixed_batch_converter(tf, model)
     io_dtype = None
     if keep_float and mode not in FULL_INTEGER_MODES:
-        raise EdgeclsError(f"--keep-float applies to full-integer files, not {mode}")
+        raise EdgeclsError(f"`keep_float` applies to full-integer files, not {mode}", fields="keep_float")
     if mode == FLOAT16:
         converter.optimizations = [tf.lite.Optimize.DEFAULT]
         converter.target_spec.supported_types = [tf.float16]
@@ -75,8 +75,8 @@ def _convert_keeping_float(tf, converter, model, keep_float: Sequence[str], io_d
     nodes = float_nodes(calibrated, model, keep_float)
     missing = [name for name in keep_float if not nodes.get(name)]
     if missing:
-        raise EdgeclsError(f"--keep-float: no TFLite op computes {', '.join(missing)} (layers of this model: "
-                           f"{', '.join(layer_names(model)[:12])})")  # fmt: skip
+        raise EdgeclsError(f"`keep_float`: no TFLite op computes {', '.join(missing)} (layers of this model: "
+                           f"{', '.join(layer_names(model)[:12])})", fields="keep_float")  # fmt: skip
     return bytes(tflite_convert.mlir_quantize(
         calibrated,
         disable_per_channel=converter._experimental_disable_per_channel,  # noqa: SLF001
@@ -99,8 +99,9 @@ def float_nodes(model_bytes: bytes, model, keep_float: Sequence[str]) -> dict[st
 
     unknown = [name for name in keep_float if name not in layer_names(model)]
     if unknown:
-        raise EdgeclsError(f"--keep-float: no layer named {', '.join(unknown)} in the model (its layers: "
-                           f"{', '.join(layer_names(model)[:12])}{', ...' if len(layer_names(model)) > 12 else ''})")  # fmt: skip
+        raise EdgeclsError(f"`keep_float`: no layer named {', '.join(unknown)} in the model (its layers: "
+                           f"{', '.join(layer_names(model)[:12])}{', ...' if len(layer_names(model)) > 12 else ''})",
+                           fields="keep_float")  # fmt: skip
     known = {name: i for i, name in enumerate(layer_names(model))}
     parsed = tflite_schema().ModelT.InitFromPackedBuf(bytearray(model_bytes), 0)
     subgraph = parsed.subgraphs[0]

@@ -8,7 +8,6 @@ when tfmot cannot build or the converter cannot export the QAT model.
 
 from __future__ import annotations
 
-import warnings
 from dataclasses import dataclass, field
 from functools import cached_property
 from typing import Any, Callable
@@ -26,6 +25,7 @@ from edgecls.convert.qat_data import qat_data
 from edgecls.convert.rewrite import integer_friendly
 from edgecls.convert.samples import ConversionData, LabelledImages
 from edgecls.errors import EdgeclsError
+from edgecls.log import notice
 
 
 @dataclass
@@ -34,11 +34,6 @@ class Converted:
     model_bytes: bytes
     details: dict[str, Any] = field(default_factory=dict)  # recorded in metadata provenance
     notes: list[str] = field(default_factory=list)  # shown in the report
-
-
-def notice(message: str) -> None:
-    """A one-line warning the CLI prints as `edgecls: warning: ...` (and tests can catch)."""
-    warnings.warn(message, UserWarning, stacklevel=2)
 
 
 class ModeConverter:
@@ -175,7 +170,7 @@ class ModeConverter:
     def _train_options(self):
         if self.train_options is not None:
             return self.train_options
-        from edgecls.train.options import TrainOptions
+        from edgecls.core.train_options import TrainOptions
 
         # How an outside model was trained is unknown: fine-tune on the images as they are
         # (augmentations that are harmless for cells can change other classes, e.g. rotations).

@@ -10,6 +10,7 @@ import math
 from dataclasses import dataclass
 from typing import Iterable
 
+from edgecls.core.defaults import SEED
 from edgecls.errors import EdgeclsError
 
 # Conversion modes, in the order they are converted and reported.
@@ -99,7 +100,7 @@ class ConvertOptions:
     calibration_size: int = 256  # images, class-balanced, from the training split
     max_drop: float = 1.0  # accuracy points a full-integer model may lose against float Keras
     threads: int | None = None  # interpreter threads for parity and latency
-    seed: int = 1234
+    seed: int = SEED
     command: str = ""  # recorded in the files' provenance
     verbose: bool = False  # progress lines to the `edgecls.convert` logger, and Keras' QAT epoch lines
     force: bool = False  # replace an earlier conversion in the output folder
@@ -128,37 +129,37 @@ class ConvertOptions:
             self.keep_float = (self.keep_float,)
         self.keep_float = tuple(dict.fromkeys(n.strip() for item in self.keep_float for n in str(item).split(",") if n.strip()))
         if (self.keep_float or self.auto_keep_float) and (QAT in self.modes or PTQ_INT8 not in self.modes):
-            flag = "--keep-float" if self.keep_float else "--auto-keep-float"
-            raise EdgeclsError(f"{flag} keeps layers float in the post-training int8 file (QAT files cannot): "
-                               "convert with --mode float32,ptq-int8")  # fmt: skip
+            field = "keep_float" if self.keep_float else "auto_keep_float"
+            raise EdgeclsError(f"`{field}` keeps layers float in the post-training int8 file (QAT files cannot): "
+                               "convert with `modes` float32,ptq-int8", fields=(field, "modes"))  # fmt: skip
         if self.auto_keep_float_limit < 1:
-            raise EdgeclsError(f"auto_keep_float_limit must be 1 or more, got {self.auto_keep_float_limit}")
+            raise EdgeclsError(f"`auto_keep_float_limit` must be 1 or more, got {self.auto_keep_float_limit}", fields="auto_keep_float_limit")
         if not 0 < self.target_sensitivity <= 1:
-            raise EdgeclsError(f"target_sensitivity (--target-sensitivity) must be in (0, 1], got {self.target_sensitivity}")
+            raise EdgeclsError(f"`target_sensitivity` must be in (0, 1], got {self.target_sensitivity}", fields="target_sensitivity")
         if self.input_range is not None:
             from edgecls.edge_runtime.normalization import range_name
 
             try:
                 self.input_range = range_name(self.input_range)
             except ValueError as exc:
-                raise EdgeclsError(f"input_range (--input-range): {exc}") from None
+                raise EdgeclsError(f"`input_range`: {exc}", fields="input_range") from None
         self.io_type = str(self.io_type).lower()
         if self.io_type not in IO_TYPES:
-            raise EdgeclsError(f"io_type (--io) must be one of {', '.join(IO_TYPES)}, got {self.io_type!r}")
+            raise EdgeclsError(f"`io_type` must be one of {', '.join(IO_TYPES)}, got {self.io_type!r}", fields="io_type")
         if self.qat_epochs < 1:
-            raise EdgeclsError(f"qat_epochs (--qat-epochs) must be 1 or more, got {self.qat_epochs}")
+            raise EdgeclsError(f"`qat_epochs` must be 1 or more, got {self.qat_epochs}", fields="qat_epochs")
         if not self.qat_learning_rate > 0:
-            raise EdgeclsError(f"qat_learning_rate (--qat-lr) must be positive, got {self.qat_learning_rate}")
+            raise EdgeclsError(f"`qat_learning_rate` must be positive, got {self.qat_learning_rate}", fields="qat_learning_rate")
         if self.qat_batch_size < 1:
-            raise EdgeclsError(f"qat_batch_size (--qat-batch-size) must be 1 or more, got {self.qat_batch_size}")
+            raise EdgeclsError(f"`qat_batch_size` must be 1 or more, got {self.qat_batch_size}", fields="qat_batch_size")
         if self.calibration_size < 1:
-            raise EdgeclsError(f"calibration_size (--calibration-size) must be 1 or more, got {self.calibration_size}")
+            raise EdgeclsError(f"`calibration_size` must be 1 or more, got {self.calibration_size}", fields="calibration_size")
         if not math.isfinite(self.max_drop):
-            raise EdgeclsError(f"max_drop (--max-drop) must be a number of accuracy points, got {self.max_drop}")
+            raise EdgeclsError(f"`max_drop` must be a number of accuracy points, got {self.max_drop}", fields="max_drop")
         if self.custom_objects is not None:
             self.custom_objects = str(self.custom_objects)
         if self.threads is not None and self.threads < 1:
-            raise EdgeclsError(f"threads (--threads) must be 1 or more, got {self.threads}")
+            raise EdgeclsError(f"`threads` must be 1 or more, got {self.threads}", fields="threads")
 
     def to_dict(self) -> dict:
         doc = dataclasses.asdict(self)

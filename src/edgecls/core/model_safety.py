@@ -151,7 +151,8 @@ def check_keras_config(config: Any, path: Path | str, custom: Iterable[str] = ()
         what = "is not a built-in Keras object" if len(set(unknown)) == 1 else "are not built-in Keras objects"
         raise EdgeclsError(
             f"{path}: refused: {_listed(unknown)} {what} edgecls loads; if it is your own code, "
-            "pass it with --custom-objects FILE.py (custom_objects= in Python), which imports and runs that file"
+            "pass it with `custom_objects` FILE.py, which imports and runs that file",
+            fields="custom_objects",
         )
 
 
@@ -465,7 +466,7 @@ def load_custom_objects(source: Any) -> dict[str, Any]:
         return {str(name): value for name, value in source.items()}
     path = Path(os.fspath(source))
     if path.suffix != ".py" or not path.is_file():
-        raise EdgeclsError(f"{path}: --custom-objects takes a Python file (.py) defining the model's custom layers")
+        raise EdgeclsError(f"{path}: `custom_objects` takes a Python file (.py) defining the model's custom layers", fields="custom_objects")
     name = "edgecls_custom_objects_" + re.sub(r"\W", "_", path.stem)
     spec = importlib.util.spec_from_file_location(name, path)
     if spec is None or spec.loader is None:

@@ -107,7 +107,7 @@ class Run:
     @property
     def options(self):
         """The run's `TrainOptions` (config.json "options": the run folder's schema is train's options)."""
-        from edgecls.train.options import TrainOptions
+        from edgecls.core.train_options import TrainOptions
 
         return TrainOptions.from_config(self.config.get("options", {}))
 

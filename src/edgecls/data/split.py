@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from edgecls.core.defaults import SEED, TEST_FRACTION, VAL_FRACTION
 from edgecls.errors import EdgeclsError
 from edgecls.files import write_text_atomic
 
@@ -25,7 +26,7 @@ SPLITS = ("train", "val", "test")
 SPLIT_FILE = "split.csv"
 
 
-def make_split(dataset, val_fraction: float = 0.15, test_fraction: float = 0.15, seed: int = 1234) -> pd.Series:
+def make_split(dataset, val_fraction: float = VAL_FRACTION, test_fraction: float = TEST_FRACTION, seed: int = SEED) -> pd.Series:
     """Assign every item of `dataset` to "train", "val" or "test".
 
     Returns a Series named "split", index aligned with `dataset.items`. Guarantees:

@@ -25,13 +25,8 @@ class BatchRunner:
     def __init__(self, classifier: TFLiteClassifier, size: int, num_threads: int = 1):
         from edgecls.edge_runtime.interpreter import make_interpreter
 
-        model = getattr(classifier.interpreter, "_model_content", None)
-        if model is None and classifier.path is not None:
-            model = classifier.path.read_bytes()
-        if not model:
-            raise EdgeclsError("the model's bytes are not at hand")
         self.size = size
-        self.interpreter, _ = make_interpreter(bytes(model), num_threads, classifier.allow_control_flow)
+        self.interpreter, _ = make_interpreter(classifier.model_bytes, num_threads, classifier.allow_control_flow)
         self.input_index = classifier.input_details["index"]
         try:
             self.interpreter.resize_tensor_input(self.input_index, [size, *classifier.input_shape[1:]])

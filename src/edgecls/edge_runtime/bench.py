@@ -44,13 +44,13 @@ class BenchSettings:
 
     def __post_init__(self) -> None:
         if self.warmup < 0:
-            raise EdgeclsError(f"warmup (--warmup) must be >= 0, got {self.warmup}")
+            raise EdgeclsError(f"`warmup` must be >= 0, got {self.warmup}", fields="warmup")
         if self.seconds is not None and self.seconds <= 0:
-            raise EdgeclsError(f"seconds (--seconds) must be > 0, got {self.seconds}")
+            raise EdgeclsError(f"`seconds` must be > 0, got {self.seconds}", fields="seconds")
         if self.seconds is None and (self.runs is None or self.runs < 1):
-            raise EdgeclsError(f"runs (--runs) must be >= 1, got {self.runs}")
+            raise EdgeclsError(f"`runs` must be >= 1, got {self.runs}", fields="runs")
         if not self.threads or any(t < 1 for t in self.threads):
-            raise EdgeclsError(f"threads (--threads) must be positive integers, got {list(self.threads)}")
+            raise EdgeclsError(f"`threads` must be positive integers, got {list(self.threads)}", fields="threads")
 
 
 @dataclass

@@ -72,9 +72,10 @@ class TFLiteClassifier:
         self._check_signature()
         stored = read_metadata(model_bytes)
         self.has_metadata = stored is not None
-        # The standard TFLite metadata is parsed only when it is needed (no edgecls entry), so
-        # a one-image classify of an edgecls file pays nothing for it.
-        self._model_bytes = model_bytes
+        # Kept: the standard TFLite metadata is parsed only when it is needed (no edgecls entry),
+        # so a one-image classify of an edgecls file pays nothing for it; and a folder run builds
+        # its batch interpreter from the same bytes.
+        self.model_bytes = model_bytes
         self.metadata_source = "edgecls" if stored is not None else "none"
         if stored is None:
             stored = self._metadata_from_standard()
@@ -178,7 +179,7 @@ class TFLiteClassifier:
         """The standard TFLite Model Metadata (a StandardMetadata), or None."""
         from edgecls.edge_runtime.metadata import read_standard_metadata
 
-        return read_standard_metadata(self._model_bytes)
+        return read_standard_metadata(self.model_bytes)
 
     def _validate_metadata(self) -> None:
         meta = self.metadata

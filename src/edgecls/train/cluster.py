@@ -73,15 +73,15 @@ def read_tf_config(environ: Mapping[str, str] | None = None) -> Worker:
     missing or not a usable description of a job with at least one worker."""
     environ = os.environ if environ is None else environ
     text = environ.get(TF_CONFIG, "").strip()
-    what = "--strategy multi-worker needs TF_CONFIG"
+    what = "`strategy` multi-worker needs TF_CONFIG"
     if not text:
-        raise EdgeclsError(f"{what}: it is not set (see docs/multi-machine.md for one per worker)")
+        raise EdgeclsError(f"{what}: it is not set (see docs/multi-machine.md for one per worker)", fields="strategy")
     try:
         config = json.loads(text)
     except ValueError as exc:
-        raise EdgeclsError(f"{what} to be JSON: {first_line(exc)}") from None
+        raise EdgeclsError(f"{what} to be JSON: {first_line(exc)}", fields="strategy") from None
     if not isinstance(config, dict) or not isinstance(config.get("cluster"), dict) or not isinstance(config.get("task"), dict):
-        raise EdgeclsError(f'{what} to have "cluster" and "task" objects, got {text[:120]}')
+        raise EdgeclsError(f'{what} to have "cluster" and "task" objects, got {text[:120]}', fields="strategy")
     cluster: dict[str, list[str]] = {}
     for job, addresses in config["cluster"].items():
         if job not in _JOBS:
@@ -180,7 +180,7 @@ def gather_rows(tf, strategy, row) -> np.ndarray:
     try:
         gathered = strategy.gather(value, axis=0)
     except tf.errors.OpError as exc:
-        raise EdgeclsError(f"the workers lost each other: {collective_failure(tf, exc)}") from None
+        raise EdgeclsError(f"the workers lost each other: {collective_failure(tf, exc)}", fields="worker_timeout") from None
     return np.asarray(gathered)
 
 
@@ -188,7 +188,7 @@ def collective_failure(tf, exc) -> str:
     """What a failed collective operation means, in a few words (TensorFlow's message starts with
     "Graph execution error:" and runs on through the graph's stack)."""
     if isinstance(exc, tf.errors.DeadlineExceededError):
-        return "a worker did not answer within --worker-timeout"
+        return "a worker did not answer within `worker_timeout`"
     lines = [line.strip() for line in str(getattr(exc, "message", exc)).splitlines()]
     useful = [line for line in lines if line and not line.startswith(("Graph execution error", "Detected at node", "File ", "Additional GRPC"))]
     return (useful[0] if useful else type(exc).__name__)[:160]
@@ -234,5 +234,6 @@ def lost_worker_error(tf, exc, worker: Worker) -> EdgeclsError:
     """One line for a collective that failed mid-training: a peer died, hung or was unreachable."""
     return EdgeclsError(
         f"{worker.name} lost the other workers during training ({collective_failure(tf, exc)}); start every worker "
-        f"again with the same command: training continues from the last completed epoch"
+        f"again with the same command: training continues from the last completed epoch",
+        fields="worker_timeout",
     )

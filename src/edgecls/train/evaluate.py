@@ -80,18 +80,20 @@ def evaluate_model_file(model, data=None, run_dir=None, split: str | None = None
     run = runs.load_run(run_dir, data_override=data) if run_dir else None
     split = split or ("test" if run else "all")
     if split not in ("train", "val", "test", "all"):
-        raise EdgeclsError(f"--split must be one of test, val, train, all; got {split!r}")
+        raise EdgeclsError(f"`split` must be one of test, val, train, all; got {split!r}", fields="split")
     if split != "all" and run is None:
-        raise EdgeclsError(f"--split {split} needs the run whose split.csv defines it: pass --run RUN_DIR (or use --split all)")
+        raise EdgeclsError(f"`split` {split} needs the run whose split.csv defines it: pass `run` RUN_DIR (or use `split` all)",
+                          fields=("split", "run"))
     if output is None and run is None:
-        raise EdgeclsError("pass --output FOLDER for the report")
+        raise EdgeclsError("pass `output` FOLDER for the report", fields="output")
     output = Path(output or run.path / runs.EVALUATE_DIR / f"{model.stem}-{split}{'-tta' if tta else ''}")
     if (output / "metrics.json").exists() and not force:
-        raise EdgeclsError(f"{output} already holds an evaluation (metrics.json); pass --force to replace it, or --output elsewhere")
+        raise EdgeclsError(f"{output} already holds an evaluation (metrics.json); pass `force` to replace it, or `output` elsewhere",
+                          fields=("force", "output"))
     if run is not None:
         dataset = run.dataset
     elif data is None:
-        raise EdgeclsError("no dataset: give DATA, or --run RUN_DIR to use the run's dataset")
+        raise EdgeclsError("no dataset: give DATA, or `run` RUN_DIR to use the run's dataset", fields="run")
     else:
         from edgecls.data.datasets import load_dataset
 
@@ -110,7 +112,7 @@ def evaluate_model_file(model, data=None, run_dir=None, split: str | None = None
         groups, operating_point = classifier.metadata.groups or None, classifier.metadata.operating_point
     else:
         if tta:
-            raise EdgeclsError("--tta evaluates a .tflite file as the device runs it; convert the Keras model first")
+            raise EdgeclsError("`tta` evaluates a .tflite file as the device runs it; convert the Keras model first", fields="tta")
         groups, operating_point = None, None
         keras_model = runs.load_keras_model(model, custom_objects)
         labels = _keras_labels(model, run, dataset, keras_model.output_shape[-1])
@@ -138,7 +140,8 @@ def _keras_labels(model_path: Path, run, dataset, num_outputs: int) -> list[str]
     if len(dataset.labels) != num_outputs:
         raise EdgeclsError(
             f"{model_path}: no labels.json beside it and the dataset has {len(dataset.labels)} classes for its "
-            f"{num_outputs} outputs; pass --run RUN_DIR"
+            f"{num_outputs} outputs; pass `run` RUN_DIR",
+            fields="run",
         )
     logger.info(f"note: no labels.json beside {model_path.name}; assuming the dataset's classes in sorted order")
     return list(dataset.labels)

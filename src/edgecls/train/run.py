@@ -24,12 +24,13 @@ def prepare_run_dir(run_dir: str | Path, force: bool = False, resume: bool = Fal
     """
     run_dir = Path(run_dir)
     if run_dir.exists() and not run_dir.is_dir():
-        raise EdgeclsError(f"{run_dir} is a file; --output must be a folder for the run")
+        raise EdgeclsError(f"{run_dir} is a file; `output` must be a folder for the run", fields="output")
     existing = [name for name in (*RUN_FILES, *RUN_DIRS) if (run_dir / name).exists()]
     if existing and not (force or resume):
         raise EdgeclsError(
             f"{run_dir} already holds a run ({', '.join(existing[:3])}...); "
-            "pass --resume to continue it or --force to replace it"
+            "pass `resume` to continue it or `force` to replace it",
+            fields=("resume", "force"),
         )
     if existing and force:
         for name in existing:
@@ -58,12 +59,14 @@ def prepare_multi_worker_run_dir(run_dir: str | Path, options: TrainOptions) -> 
         if not options.force:
             if saved.strategy != "multi-worker":
                 raise EdgeclsError(
-                    f"{run_dir} holds an unfinished one-machine run: continue it there with --resume, or pass --force to replace it"
+                    f"{run_dir} holds an unfinished one-machine run: continue it there with `resume`, or pass `force` to replace it",
+                    fields=("resume", "force"),
                 )
             k = differ[0]
             raise EdgeclsError(
                 f"{run_dir} holds an unfinished multi-worker run trained with other options ({k} {theirs.get(k)!r}, "
-                f"now {ours.get(k)!r}): start it with the same options, or pass --force to replace it"
+                f"now {ours.get(k)!r}): start it with the same options, or pass `force` to replace it",
+                fields="force",
             )
     prepare_run_dir(run_dir, force=options.force)
     return False

@@ -59,7 +59,8 @@ def train_model(
         if saved.strategy == "multi-worker":
             raise EdgeclsError(
                 f"{run_dir} was trained on several workers: start its workers again with the same command "
-                "(TF_CONFIG, --strategy multi-worker) to continue it, rather than --resume on one machine"
+                "(TF_CONFIG, `strategy` multi-worker) to continue it, rather than `resume` on one machine",
+                fields=("strategy", "resume"),
             )
         options = TrainOptions.from_config(saved.to_config(), epochs=options.epochs, verbose=options.verbose, resume=True)
         logger.info(f"resuming {run_dir}: {options.model}, {options.image_size}px, up to epoch {options.epochs}")
@@ -106,16 +107,18 @@ def _train_multi_worker(options: TrainOptions, data_path, run_dir: Path, extra_c
 
     if options.resume:
         raise EdgeclsError(
-            "--resume continues a run on one machine; a multi-worker job continues by itself when all its "
-            "workers are started again with the same command"
+            "`resume` continues a run on one machine; a multi-worker job continues by itself when all its "
+            "workers are started again with the same command",
+            fields="resume",
         )
     worker = cluster.read_tf_config()
     if options.epochs is None:
         options = dataclasses.replace(options, epochs=DEFAULT_EPOCHS)
     if options.batch_size % worker.count:
         raise EdgeclsError(
-            f"--batch-size {options.batch_size} (images per step over all workers) does not split evenly "
-            f"over {worker.count} workers"
+            f"`batch_size` {options.batch_size} (images per step over all workers) does not split evenly "
+            f"over {worker.count} workers",
+            fields="batch_size",
         )
     dataset = load_dataset(data_path, options.data_format)
     logger.info(f"dataset: {dataset.summary()}")
@@ -126,8 +129,9 @@ def _train_multi_worker(options: TrainOptions, data_path, run_dir: Path, extra_c
     strategy = cluster.connect(tf, worker, options.worker_timeout)
     if options.batch_size % strategy.num_replicas_in_sync:  # a worker's GPUs are replicas too
         raise EdgeclsError(
-            f"--batch-size {options.batch_size} does not split evenly over {strategy.num_replicas_in_sync} replicas "
-            f"({worker.count} workers and their GPUs)"
+            f"`batch_size` {options.batch_size} does not split evenly over {strategy.num_replicas_in_sync} replicas "
+            f"({worker.count} workers and their GPUs)",
+            fields="batch_size",
         )
 
     # The chief checks the run folder; every worker then learns what the others found.
@@ -242,7 +246,7 @@ def fit_model(options: TrainOptions, dataset, split: pd.Series, run_dir: Path, e
     sources = {name: image_sources(dataset, items["key"][split == name], options.size) for name in ("train", "val")}
     targets = {name: items["label_index"][split == name].to_numpy() for name in ("train", "val")}
     if not len(targets["val"]):
-        raise EdgeclsError("the validation split is empty: training needs it to pick the best epoch (--val-fraction)")
+        raise EdgeclsError("the validation split is empty: training needs it to pick the best epoch (`val_fraction`)", fields="val_fraction")
     cache = "" if options.cache_file is None else options.cache_file
     if worker is None:
         train_data, steps = training_dataset(

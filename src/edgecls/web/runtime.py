@@ -52,7 +52,12 @@ FILES = {
 }
 _MAX_TARBALL_BYTES = 64 << 20  # the real one is ~12 MB; a server sending more is not sending it
 _DOWNLOAD_TIMEOUT_S = 60
-_HINT = f"give the {PACKAGE} {VERSION} package with --runtime PATH (its .tgz from `npm pack {PACKAGE}@{VERSION}`, or that unpacked)"
+_HINT = f"give the {PACKAGE} {VERSION} package with `runtime` PATH (its .tgz from `npm pack {PACKAGE}@{VERSION}`, or that unpacked)"
+
+
+def _error(message: str) -> EdgeclsError:
+    """Every runtime error says how to give the package by hand, naming the `runtime` argument."""
+    return EdgeclsError(message, fields="runtime")
 
 
 def cache_dir() -> Path:
@@ -72,8 +77,8 @@ def load_runtime(runtime: str | os.PathLike | None = None) -> dict[str, bytes]:
         if path.is_dir():
             return _files_from_folder(path)
         if not path.is_file():
-            raise EdgeclsError(f"--runtime {path}: no such file or folder; {_HINT}")
-        return _files_from_tarball(_read(path), f"--runtime {path}")
+            raise _error(f"`runtime` {path}: no such file or folder; {_HINT}")
+        return _files_from_tarball(_read(path), f"`runtime` {path}")
     cached = cache_dir() / TARBALL_NAME
     if cached.is_file():
         data = _read(cached)
@@ -90,10 +95,10 @@ def _read(path: Path) -> bytes:
     try:
         size = path.stat().st_size
         if size > _MAX_TARBALL_BYTES:
-            raise EdgeclsError(f"--runtime {path}: {size} bytes is not the {PACKAGE} {VERSION} package; {_HINT}")
+            raise _error(f"`runtime` {path}: {size} bytes is not the {PACKAGE} {VERSION} package; {_HINT}")
         return path.read_bytes()
     except OSError as exc:
-        raise EdgeclsError(f"{path}: cannot read ({exc.strerror or exc}); {_HINT}") from None
+        raise _error(f"{path}: cannot read ({exc.strerror or exc}); {_HINT}") from None
 
 
 def _integrity_ok(data: bytes) -> bool:
@@ -103,7 +108,7 @@ def _integrity_ok(data: bytes) -> bool:
 
 def _files_from_tarball(data: bytes, where: str) -> dict[str, bytes]:
     if not _integrity_ok(data):
-        raise EdgeclsError(f"{where}: not {PACKAGE} {VERSION} (its hash is not the one the registry published); {_HINT}")
+        raise _error(f"{where}: not {PACKAGE} {VERSION} (its hash is not the one the registry published); {_HINT}")
     files = {}
     try:
         with tarfile.open(fileobj=io.BytesIO(data), mode="r:gz") as tar:
@@ -113,7 +118,7 @@ def _files_from_tarball(data: bytes, where: str) -> dict[str, bytes]:
                     raise KeyError(name)
                 files[name] = member.read()
     except (tarfile.TarError, KeyError, OSError, EOFError) as exc:  # cannot happen with the verified tarball
-        raise EdgeclsError(f"{where}: cannot read the package ({first_line(exc)}); {_HINT}") from None
+        raise _error(f"{where}: cannot read the package ({first_line(exc)}); {_HINT}") from None
     return _verified(files, where)
 
 
@@ -124,14 +129,14 @@ def _files_from_folder(folder: Path) -> dict[str, bytes]:
         try:
             files[name] = (root / name).read_bytes()
         except OSError as exc:
-            raise EdgeclsError(f"--runtime {folder}: cannot read {name} ({exc.strerror or exc}); {_HINT}") from None
-    return _verified(files, f"--runtime {folder}")
+            raise _error(f"`runtime` {folder}: cannot read {name} ({exc.strerror or exc}); {_HINT}") from None
+    return _verified(files, f"`runtime` {folder}")
 
 
 def _verified(files: dict[str, bytes], where: str) -> dict[str, bytes]:
     for name, digest in FILES.items():
         if hashlib.sha256(files[name]).hexdigest() != digest:
-            raise EdgeclsError(f"{where}: {name} is not the one in {PACKAGE} {VERSION}; {_HINT}")
+            raise _error(f"{where}: {name} is not the one in {PACKAGE} {VERSION}; {_HINT}")
     return files
 
 
@@ -143,13 +148,13 @@ def _fetch_tarball() -> bytes:
     else:
         registry = npm_registry()
         if not registry:
-            raise EdgeclsError(
+            raise _error(
                 f"{PACKAGE} {VERSION} is not cached and there is neither npm nor an npm registry setting "
                 f"(npm_config_registry) to fetch it from; {_HINT}"
             )
         data = _download(f"{registry.rstrip('/')}/{PACKAGE}/-/{PACKAGE.split('/')[1]}-{VERSION}.tgz")
     if not _integrity_ok(data):
-        raise EdgeclsError(f"the downloaded {PACKAGE} {VERSION} does not match the registry's published hash; {_HINT}")
+        raise _error(f"the downloaded {PACKAGE} {VERSION} does not match the registry's published hash; {_HINT}")
     return data
 
 
@@ -162,11 +167,11 @@ def _npm_pack(npm: str) -> bytes:
                 cwd=tmp, capture_output=True, text=True, timeout=300, stdin=subprocess.DEVNULL,
             )  # fmt: skip
         except (OSError, subprocess.TimeoutExpired) as exc:
-            raise EdgeclsError(f"npm pack {PACKAGE}@{VERSION} failed ({first_line(exc)}); {_HINT}") from None
+            raise _error(f"npm pack {PACKAGE}@{VERSION} failed ({first_line(exc)}); {_HINT}") from None
         packed = Path(tmp) / TARBALL_NAME
         if done.returncode != 0 or not packed.is_file():
             reason = next((line for line in done.stderr.splitlines() if "ERR" in line), done.stderr.strip()[:200] or "no tarball")
-            raise EdgeclsError(f"npm pack {PACKAGE}@{VERSION} failed ({reason.strip()}); {_HINT}")
+            raise _error(f"npm pack {PACKAGE}@{VERSION} failed ({reason.strip()}); {_HINT}")
         return _read(packed)
 
 
@@ -192,9 +197,9 @@ def _download(url: str) -> bytes:
         with urllib.request.urlopen(url, timeout=_DOWNLOAD_TIMEOUT_S) as response:
             data = response.read(_MAX_TARBALL_BYTES + 1)
     except (urllib.error.URLError, OSError, ValueError) as exc:
-        raise EdgeclsError(f"cannot download {PACKAGE} {VERSION} ({first_line(getattr(exc, 'reason', exc))}); {_HINT}") from None
+        raise _error(f"cannot download {PACKAGE} {VERSION} ({first_line(getattr(exc, 'reason', exc))}); {_HINT}") from None
     if len(data) > _MAX_TARBALL_BYTES:
-        raise EdgeclsError(f"{url} sent more than {_MAX_TARBALL_BYTES} bytes: not {PACKAGE} {VERSION}; {_HINT}")
+        raise _error(f"{url} sent more than {_MAX_TARBALL_BYTES} bytes: not {PACKAGE} {VERSION}; {_HINT}")
     return data
 
 

@@ -43,7 +43,7 @@ def serve(folder: str | os.PathLike, host: str = "0.0.0.0", port: int = 8000) ->
     try:
         return http.server.ThreadingHTTPServer((host, port), handler)
     except OSError as exc:
-        raise EdgeclsError(f"cannot serve on {host}:{port} ({exc.strerror or exc}); try another --port") from None
+        raise EdgeclsError(f"cannot serve on {host}:{port} ({exc.strerror or exc}); try another `port`", fields="port") from None
 
 
 def lan_address() -> str | None:

@@ -128,9 +128,9 @@ def export_web(model: str | os.PathLike, output: str | os.PathLike, runtime: str
 def _check_output(output: Path, force: bool) -> None:
     if output.exists() or output.is_symlink():
         if not output.is_dir() or output.is_symlink():
-            raise EdgeclsError(f"{output}: exists and is not a folder; give --output a new folder")
+            raise EdgeclsError(f"{output}: exists and is not a folder; give `output` a new folder", fields="output")
         if not force:
-            raise EdgeclsError(f"{output}: exists; --force replaces an earlier export")
+            raise EdgeclsError(f"{output}: exists; `force` replaces an earlier export", fields="force")
         if any(output.iterdir()) and not _is_export(output):
             raise EdgeclsError(f"{output}: is not an edgecls web export (no {CONFIG_NAME} of ours); not replaced")
 

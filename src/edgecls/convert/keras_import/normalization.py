@@ -29,7 +29,7 @@ def _outside_normalization(label: str, input_range: str | None, leading: list[st
     if input_range is not None:
         name = range_name(input_range)
         if leading and name != "0-255":
-            from edgecls.convert.modes import notice
+            from edgecls.log import notice
 
             notice(
                 f"{label}: starts with {', '.join(leading)}, which usually means it takes raw pixels; "
@@ -40,7 +40,7 @@ def _outside_normalization(label: str, input_range: str | None, leading: list[st
         return InputNormalization.from_range("0-255", f"detected: {', '.join(leading)} at the input: the model takes raw pixels"), "detected"
     if convention:
         return PIXEL_UNIT.with_source("edgecls train convention: pixel / 255"), "convention"
-    from edgecls.convert.modes import notice
+    from edgecls.log import notice
 
     notice(
         f"{label}: no Rescaling or Normalization layer at its input, so edgecls assumes it takes pixel / 255 (0..1); "
@@ -108,7 +108,7 @@ def import_keras_model(model, input_range: str | None = None, *, description: st
 
 def _unrebuilt(imported: ImportedModel, model, keras3: bool, reason: str, label: str) -> ImportedModel:
     """The original model, unfolded: as a float function (Keras 3) or as it is (tf_keras)."""
-    from edgecls.convert.modes import notice
+    from edgecls.log import notice
 
     imported.normalization = imported.outside
     imported.fold, imported.folded_layers = None, []
