@@ -180,7 +180,7 @@ def measure_layer_errors(model, model_bytes: bytes, images: np.ndarray, normaliz
         interpreter = interpreter_class(model_content=model_bytes, experimental_preserve_all_tensors=True)
     interpreter.allocate_tensors()
     details = interpreter.get_tensor_details()
-    produced = _op_outputs(interpreter)
+    produced = _op_outputs(model_bytes)
     activations = [d for d in details if d["index"] in produced and d["dtype"] == np.int8 and _scale(d) > 0]
     mapped = map_tensors(model, activations)
     result = LayerErrors(mode, len(images), image_source)
@@ -274,11 +274,14 @@ def _upstream_errors(layer, relative: dict[str, float]) -> float:
     return worst
 
 
-def _op_outputs(interpreter) -> set[int]:
-    outputs: set[int] = set()
-    for op in interpreter._get_ops_details():  # noqa: SLF001 - the public API has no op list
-        outputs.update(int(i) for i in op["outputs"])
-    return outputs
+def _op_outputs(model_bytes: bytes) -> set[int]:
+    """Every tensor an operator of the main subgraph writes, read from the file's flatbuffer
+    (LiteRT's interpreter has no public list of its ops)."""
+    from edgecls.edge_runtime.metadata import tflite_schema
+
+    model = tflite_schema().Model.GetRootAs(model_bytes, 0)
+    graph = model.Subgraphs(0)
+    return {int(i) for n in range(graph.OperatorsLength()) for i in graph.Operators(n).OutputsAsNumpy()}
 
 
 def _scale(detail: dict) -> float:
