@@ -58,8 +58,10 @@ def test_invoke(benchmark, edge_models, mode, threads):
 KINDS = {
     "ptq": "edge-cnn, post-training int8 (random weights) vs its float32",
     "qat": "edge-cnn, QAT-wrapped then int8 (tfmot) vs its float32",
-    "ham10000": "built-in ham10000 (edge-cnn-large, QAT) vs its dequantized float32 twin",
-    "all-blood": "built-in all-blood (edge-cnn, QAT) vs its dequantized float32 twin",
+    "ham10000": "built-in ham10000 (efficientnet-lite0, post-training int8) vs its dequantized float32 twin",
+    "ham10000-small": "built-in ham10000-small (edge-cnn-large, QAT) vs its dequantized float32 twin",
+    "all-blood": "built-in all-blood (efficientnet-lite0, QAT) vs its dequantized float32 twin",
+    "all-blood-small": "built-in all-blood-small (edge-cnn, QAT) vs its dequantized float32 twin",
 }
 
 

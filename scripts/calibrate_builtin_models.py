@@ -30,7 +30,7 @@ from edgecls.train.evaluate import evaluate_model_file  # noqa: E402
 from edgecls.train.options import TrainOptions  # noqa: E402
 from edgecls.train.run import write_run_config  # noqa: E402
 
-DATA = {"ham10000": "ham10000", "all-blood": "blood"}
+DATA = {"ham10000": "ham10000", "ham10000-small": "ham10000", "all-blood": "blood", "all-blood-small": "blood"}
 MODELS = Path(__file__).resolve().parents[1] / "src" / "edgecls" / "models"
 SECTION = "## Probabilities you can act on"
 

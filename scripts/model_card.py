@@ -52,6 +52,9 @@ DATASETS = {
 }
 
 
+INT8_ROWS = {"qat": "quantization-aware int8", "ptq-int8": "post-training int8"}
+
+
 def _pct(value) -> str:
     return "-" if value is None else f"{100 * value:.1f}%"
 
@@ -76,14 +79,15 @@ def card(run: Path, name: str, dataset_key: str) -> str:
     # `edgecls evaluate` keys its metrics by split name: {"val": {...}} in model_int8-val/metrics.json.
     int8 = {split: _load(run / "evaluate" / f"model_int8-{split}" / "metrics.json")[split] for split in ("val", "test")}
     tta = {split: _load(run / "evaluate" / f"model_int8-{split}-tta" / "metrics.json")[split] for split in ("val", "test")}
-    qat = next(row for row in parity["rows"] if row["name"] == "qat")
+    # The shipped file is the conversion's one full-integer row: quantization-aware (qat) or post-training (ptq-int8).
+    qat = next(row for row in parity["rows"] if row["name"] in INT8_ROWS)
     options = config.get("options", {})
     lines = [
         f"# Model card: `{name}`",
         "",
         f"int8 TFLite classifier of {info['title']}, trained and quantized by edgecls "
         f"(`{config.get('model', options.get('model'))}`, {config['image_size'][0]}x{config['image_size'][1]} RGB, "
-        f"{qat['size_bytes'] / 1024:.0f} KB).",
+        f"{qat['size_bytes'] / 1024:.0f} KB, {INT8_ROWS[qat['name']]}).",
         "",
         "## Intended use",
         "Research and education: a worked example of taking a medical image classifier to a phone or a "

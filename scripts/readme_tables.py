@@ -58,7 +58,7 @@ def results(run_dirs: list[Path]) -> str:
         float_metrics = _load(run / "metrics.json")
         parity = _load(run / "convert" / "parity.json")
         rows = {row["name"]: row for row in parity["rows"]}
-        int8_row = rows["qat"]
+        int8_row = rows["qat"] if "qat" in rows else rows["ptq-int8"]
         int8_val = _load(run / "evaluate" / "model_int8-val" / "metrics.json")["val"]
         f_val, f_test = float_metrics["val"], float_metrics["test"]
         lines.append(
@@ -85,7 +85,7 @@ def clinical(run_dirs: list[Path]) -> list[str]:
         "|---|---|---|---|---|---|---|---|---|",
     ]
     for run in run_dirs:
-        qat = next(row for row in _load(run / "convert" / "parity.json")["rows"] if row["name"] == "qat")
+        qat = next(row for row in _load(run / "convert" / "parity.json")["rows"] if row["name"] in ("qat", "ptq-int8"))
         for split in ("val", "test"):
             m = _load(run / "evaluate" / f"model_int8-{split}" / "metrics.json")[split]
             tta = _load(run / "evaluate" / f"model_int8-{split}-tta" / "metrics.json")[split]
@@ -234,7 +234,7 @@ def speed(path: Path) -> str:
              f"at the end (**{_x(sustained.get('rss_end_vs_1000'), 3)}**), peak {_num(sustained.get('peak_rss_mib'), 1)} MiB; "
              f"{_rate(sustained.get('images_per_s'))}", "end within 10% of after 1,000")
         )
-    for kind in ("ham10000", "all-blood", "qat", "ptq"):
+    for kind in ("ham10000", "ham10000-small", "all-blood", "all-blood-small", "qat", "ptq"):
         v = _find(figs, f"test_int8_vs_float_by_model_kind[{kind}]")
         if not v:
             continue

@@ -25,7 +25,7 @@ from edgecls.edge_runtime.metadata import read_metadata, write_metadata
 from edgecls.edge_runtime.preprocess import load_image
 from edgecls.files import write_bytes_atomic
 
-DATA = {"ham10000": "ham10000", "all-blood": "blood"}
+DATA = {"ham10000": "ham10000", "ham10000-small": "ham10000", "all-blood": "blood", "all-blood-small": "blood"}
 
 
 def sample_images(data_root: Path, name: str, size: tuple[int, int], count: int = 400) -> np.ndarray:

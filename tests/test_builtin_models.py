@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from typing import NamedTuple
 
 import numpy as np
 import pandas as pd
@@ -15,10 +16,21 @@ from edgecls.edge_runtime import TFLiteClassifier, load_image
 from edgecls.edge_runtime.builtin import builtin_models, resolve_model
 
 runner = CliRunner()
+class Shipped(NamedTuple):
+    dataset: str  # folder in ../shared/data
+    labels: list[str]
+    floor: float  # accuracy floor on 300 validation images
+    max_bytes: int  # the file's size bound
+    pretrained: bool  # started from ImageNet weights, whose licence must travel with the file
+
+
+HAM10000 = ("ham10000", ["akiec", "bcc", "bkl", "df", "mel", "nv", "vasc"])
+BLOOD = ("blood", ["Benign", "[Malignant] Pre-B", "[Malignant] Pro-B", "[Malignant] early Pre-B"])
 SHIPPED = {
-    # name: (dataset folder in ../shared/data, labels, accuracy floor on 300 validation images)
-    "ham10000": ("ham10000", ["akiec", "bcc", "bkl", "df", "mel", "nv", "vasc"], 0.70),
-    "all-blood": ("blood", ["Benign", "[Malignant] Pre-B", "[Malignant] Pro-B", "[Malignant] early Pre-B"], 0.90),
+    "ham10000": Shipped(*HAM10000, 0.74, 5 * 1024 * 1024, True),
+    "ham10000-small": Shipped(*HAM10000, 0.70, 500 * 1024, False),
+    "all-blood": Shipped(*BLOOD, 0.95, 5 * 1024 * 1024, True),
+    "all-blood-small": Shipped(*BLOOD, 0.90, 500 * 1024, False),
 }
 
 
@@ -33,16 +45,21 @@ def test_shipped_model_describes_itself(name):
     path = _shipped(name)
     clf = TFLiteClassifier(path)
     meta = clf.metadata
-    assert clf.labels == SHIPPED[name][1]
+    assert clf.labels == SHIPPED[name].labels
     # uint8 in and out: what MediaPipe Tasks and Android load (they refuse int8), input = the pixel.
     assert clf.input_details["dtype"] == np.uint8 and clf.output_details["dtype"] == np.uint8
     assert clf.input_details["quantization"] == pytest.approx((1 / 255, 0)) and tuple(meta.input_size) == (94, 94)
     standard = clf.standard_metadata
-    assert standard.labels == SHIPPED[name][1] and standard.license == meta.provenance["licence"]
+    assert standard.labels == SHIPPED[name].labels and standard.license == meta.provenance["licence"]
     assert "not a medical device" in standard.description and standard.mean == meta.mean and standard.std == meta.std
     assert "not a medical device" in meta.provenance["intended_use"]
     assert meta.provenance["licence"] and meta.provenance["data_source"]
-    assert path.stat().st_size <= 500 * 1024
+    assert path.stat().st_size <= SHIPPED[name].max_bytes
+    if SHIPPED[name].pretrained:  # the ImageNet weights' licence and attribution travel with the file
+        assert "Apache-2.0" in meta.provenance["pretrained_weights_license"]
+        assert "EfficientNet-Lite0" in meta.provenance["pretrained_weights"]
+    else:
+        assert "pretrained_weights" not in meta.provenance
     assert (path.parent / f"{name}.md").is_file(), "every built-in model has a model card"
 
 
@@ -58,7 +75,7 @@ def test_models_command_lists_them():
 @pytest.mark.parametrize("name", sorted(SHIPPED))
 def test_shipped_model_is_accurate_on_its_validation_split(name):
     path = _shipped(name)
-    folder, labels, floor = SHIPPED[name]
+    folder, labels, floor = SHIPPED[name][:3]
     data = shared_dataset(folder)
     split = pd.read_csv(REPO_ROOT / "src" / "edgecls" / "models" / f"{name}.split.csv")
     val = split[split["split"] == "val"].sample(n=300, random_state=0, replace=False)
@@ -71,7 +88,7 @@ def test_shipped_model_is_accurate_on_its_validation_split(name):
 @pytest.mark.parametrize("name", sorted(SHIPPED))
 def test_classify_by_builtin_name(name, tmp_path):
     _shipped(name)
-    folder, labels, _ = SHIPPED[name]
+    folder, labels = SHIPPED[name][:2]
     data = shared_dataset(folder)
     image = next(p for p in sorted(data.rglob("*.jpg")))
     result = runner.invoke(app, ["classify", "--model", name, str(image), "--format", "json"])

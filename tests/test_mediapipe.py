@@ -11,7 +11,7 @@ from mediapipe_tasks import compare_with_mediapipe, require_mediapipe
 from edgecls.edge_runtime import load_image
 from edgecls.edge_runtime.builtin import builtin_models
 
-SHIPPED = {"ham10000": "ham10000", "all-blood": "blood"}
+SHIPPED = {"ham10000": "ham10000", "ham10000-small": "ham10000", "all-blood": "blood", "all-blood-small": "blood"}
 IMAGES = 400
 
 

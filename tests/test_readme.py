@@ -212,3 +212,24 @@ def test_a_new_machines_json_gets_its_own_section(tmp_path):
     assert page.index("AMD EPYC") < page.index(tables.NEW_MACHINES)
     assert tables.speed_page(page, [xeon, new], root=tmp_path) == page
     assert page.replace(page[page.index("### 2-core AMD EPYC") : page.index(tables.NEW_MACHINES)], "") == text
+
+
+def test_the_builtin_models_table_is_what_the_kept_measurement_prints():
+    """The side-by-side table of the built-in models (README, results page) is the render of
+    docs/builtin-models.json (`scripts/builtin_models_table.py`), character for character, and
+    that JSON measured exactly the models the package ships."""
+    import importlib.util
+    import json
+
+    spec = importlib.util.spec_from_file_location("builtin_models_table", ROOT / "scripts" / "builtin_models_table.py")
+    table = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(table)
+    kept = json.loads((ROOT / "docs" / "builtin-models.json").read_text(encoding="utf-8"))
+    shipped = {path.stem for path in (ROOT / "src" / "edgecls" / "models").glob("*.tflite")}
+    assert {model["name"] for model in kept["models"]} == shipped, "rerun: python scripts/builtin_models_table.py --update README.md"
+    for page in (README, ROOT / "docs" / "results.md"):
+        text = page.read_text(encoding="utf-8")
+        assert "<!-- builtin-models-table -->" in text, page
+        assert table.update_page(text, table.markdown(kept)) == text, \
+            f"{page.name}'s built-in models table is not the render of docs/builtin-models.json: " \
+            f"python scripts/builtin_models_table.py --markdown-from docs/builtin-models.json --update {page.relative_to(ROOT)}"  # fmt: skip

@@ -215,6 +215,7 @@ def test_option_errors_name_the_field_and_the_cli_names_the_flag(tmp_path):
         (("--warmup-fraction", "0.1"), "--warmup-fraction applies to --lr-schedule one-cycle only"),
         (("--lr-schedule", "one-cycle", "--warmup-fraction", "1"), "--warmup-fraction must be in [0, 1), got 1.0"),
         (("--augment", "strong", "--no-augment"), "--no-augment and --augment strong disagree"),
+        (("--class-weight-power", "5"), "--class-weight-power must be in [0, 4], got 5.0"),
     ],
 )
 def test_bad_recipe_flags_are_one_line_errors(tmp_path, flags, message):
@@ -262,7 +263,8 @@ def test_tiny_run_with_the_whole_recipe_resumes(tmp_path, tf_keras):
     assert metrics["val"]["accuracy"] > 0.5  # learns the colours (majority class: 1/3)
 
     # The same recipe from the command line, in one go, writes a whole run folder.
-    result = cli("train", data, "--output", tmp_path / "cli", *RECIPE_FLAGS, "--epochs", "1")
+    result = cli("train", data, "--output", tmp_path / "cli", *RECIPE_FLAGS, "--epochs", "1", "--class-weight-power", "1")
     assert result.exit_code == 0, result.output
+    assert json.loads((tmp_path / "cli" / "config.json").read_text())["options"]["class_weight_power"] == 1.0
     for name in ("model.keras", "config.json", "split.csv", "history.csv", "metrics.json", "report.md"):
         assert (tmp_path / "cli" / name).is_file(), name

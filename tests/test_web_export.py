@@ -101,9 +101,11 @@ def _spread(paths: list[Path], count: int) -> list[Path]:
 
 # -- the page in the browser ----------------------------------------------------------------
 def test_the_page_becomes_ready_and_shows_the_model_and_the_notices(ham_page):
+    import edgecls
+
     ready = ham_page.evaluate("window.edgecls.ready")
     assert ready["labels"] == ["akiec", "bcc", "bkl", "df", "mel", "nv", "vasc"]
-    assert ready["model"] == "edge-cnn-large"
+    assert ready["model"] == edgecls.Classifier("ham10000").metadata.name  # the architecture, from the file
     notice = ham_page.locator(".notice")
     assert notice.is_visible() and "not a medical device" in notice.inner_text().lower()
     assert "sends nothing" in ham_page.locator(".private").inner_text()

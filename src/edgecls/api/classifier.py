@@ -32,8 +32,9 @@ __all__ = ["Classifier", "ImageStream", "Prediction", "builtin_models"]
 class Classifier:
     """An image classifier in one `.tflite` file, run as `edgecls classify` runs it.
 
-    `model`: a `.tflite` path, the name of a built-in model (`"ham10000"`, `"all-blood"`), or the
-    file's bytes. Labels, input size and normalisation come from the file's metadata (edgecls's
+    `model`: a `.tflite` path, the name of a built-in model (`"ham10000"`, `"ham10000-small"`,
+    `"all-blood"`, `"all-blood-small"`; `edgecls.builtin_models()` lists them), or the file's
+    bytes. Labels, input size and normalisation come from the file's metadata (edgecls's
     own, or the standard TFLite Model Metadata that MediaPipe Model Maker writes). `threads`:
     interpreter threads (default: min(4, cores)). `allow_control_flow`: run a file that uses
     WHILE, IF or CALL_ONCE (refused by default: see docs/safety-device.md); its invokes are

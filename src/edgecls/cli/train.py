@@ -64,6 +64,7 @@ def train(
     warmup_fraction: Optional[float] = typer.Option(None, "--warmup-fraction", help=f"Share of all steps the one-cycle schedule warms up over (with --lr-schedule one-cycle only) [default: {_DEFAULTS.warmup_fraction}]."),
     label_smoothing: float = typer.Option(_DEFAULTS.label_smoothing, "--label-smoothing", help="Cross-entropy targets (1 - e) * one-hot + e / classes; 0 = none."),
     imbalance: Imbalance = typer.Option(_DEFAULTS.imbalance, "--imbalance", help="Class imbalance: softened class weights in the loss, balanced sampling, or none."),
+    class_weight_power: float = typer.Option(_DEFAULTS.class_weight_power, "--class-weight-power", min=0, help="With --imbalance class-weights: the balanced (inverse-frequency) weights raised to this power; 1 = fully balanced, 0.5 = softened, 0 = none."),
     augment: Augment = typer.Option(_DEFAULTS.augment, "--augment", help="Training augmentation. standard: flips, quarter turns, +-18 degree rotations, mild colour jitter; strong: flips, any rotation, scale 0.8-1.25, +-10% shifts (reflected borders), brightness/contrast/saturation +-20%; none."),
     no_augment: bool = typer.Option(False, "--no-augment", help="Same as --augment none (kept for older scripts)."),
     data_format: DataFormat = typer.Option(DataFormat(_DEFAULTS.data_format), "--format", help="Dataset layout; auto detects it."),
@@ -96,7 +97,7 @@ def train(
     options = TrainOptions(
         model=model, image_size=image_size, epochs=epochs, batch_size=batch_size,
         learning_rate=lr, optimizer=optimizer.value, lr_schedule=lr_schedule.value,
-        label_smoothing=label_smoothing, imbalance=imbalance.value, augment="none" if no_augment else augment.value,
+        label_smoothing=label_smoothing, imbalance=imbalance.value, class_weight_power=class_weight_power, augment="none" if no_augment else augment.value,
         data_format=data_format.value, monitor=monitor.value, patience=patience, val_fraction=val_fraction,
         test_fraction=test_fraction, limit=limit, weights=weights, head_epochs=head_epochs,
         finetune_lr_scale=finetune_lr_scale, batchnorm=batchnorm.value, seed=seed, strategy=strategy.value,

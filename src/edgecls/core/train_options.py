@@ -173,6 +173,8 @@ class TrainOptions:
             raise EdgeclsError(f"`weight_decay` must be in [0, 1), got {self.weight_decay}", fields="weight_decay")
         if not 0 <= self.warmup_fraction < 1:
             raise EdgeclsError(f"`warmup_fraction` must be in [0, 1), got {self.warmup_fraction}", fields="warmup_fraction")
+        if not 0 <= self.class_weight_power <= 4:
+            raise EdgeclsError(f"`class_weight_power` must be in [0, 4], got {self.class_weight_power}", fields="class_weight_power")
         if not 0 <= self.label_smoothing < 1:
             raise EdgeclsError(f"`label_smoothing` must be in [0, 1), got {self.label_smoothing}", fields="label_smoothing")
         if not (0 < self.val_fraction < 1 and 0 <= self.test_fraction < 1 and self.val_fraction + self.test_fraction < 1):
