@@ -46,7 +46,7 @@ for name in $NAMES; do
             --epochs 22 --head-epochs 2 --patience 8 --class-weight-power 0.75 --monitor val_acc_balacc_mean ;;
         ham10000-small) build ham10000-small "$DATA_ROOT/ham10000" ham10000 qat --model edge-cnn-large --epochs 60 --patience 15 ;;
         all-blood) build all-blood "$DATA_ROOT/blood" blood qat --model efficientnet-lite0 --weights imagenet \
-            --epochs 15 --head-epochs 2 --patience 6 ;;
+            --epochs 25 --head-epochs 2 --patience 8 ;;
         all-blood-small) build all-blood-small "$DATA_ROOT/blood" blood qat --model edge-cnn --epochs 20 ;;
         *) echo "unknown built-in model: $name (ham10000, ham10000-small, all-blood, all-blood-small)" >&2; exit 2 ;;
     esac

@@ -55,12 +55,15 @@ def test_shipped_model_describes_itself(name):
     assert "not a medical device" in meta.provenance["intended_use"]
     assert meta.provenance["licence"] and meta.provenance["data_source"]
     assert path.stat().st_size <= SHIPPED[name].max_bytes
-    if SHIPPED[name].pretrained:  # the ImageNet weights' licence and attribution travel with the file
+    assert (path.parent / f"{name}.md").is_file(), "every built-in model has a model card"
+    card = (path.parent / f"{name}.md").read_text(encoding="utf-8")
+    if SHIPPED[name].pretrained:  # the ImageNet weights' licence and attribution travel with the file and its card
         assert "Apache-2.0" in meta.provenance["pretrained_weights_license"]
         assert "EfficientNet-Lite0" in meta.provenance["pretrained_weights"]
+        initial = next(line for line in card.splitlines() if line.startswith("- Initial weights:"))
+        assert "EfficientNet-Lite0 ImageNet" in initial and "Apache-2.0" in initial and "ML Illustrated" in initial
     else:
         assert "pretrained_weights" not in meta.provenance
-    assert (path.parent / f"{name}.md").is_file(), "every built-in model has a model card"
 
 
 def test_models_command_lists_them():
