@@ -27,7 +27,7 @@ mkdir -p runs "$MODELS"
 build() {
     local name=$1 data=$2 card=$3 int8=$4; shift 4
     edgecls train "$data" --output "runs/$name" --seed 1234 --force "$@"
-    # Exit code 3 means the parity gate failed: set -e stops here, and that file is not shipped.
+    # Exit code 3 (the parity gate failed) or 4 (inconclusive): set -e stops here, nothing is shipped.
     # uint8 I/O (the default) for MediaPipe Tasks and Android; each file's temperature and the
     # malignant group's threshold (90% sensitivity) are fitted on the validation split.
     edgecls convert "runs/$name" --mode "float32,$int8" --qat-epochs 3 --max-drop 1.0 --target-sensitivity 0.9 --force

@@ -34,9 +34,7 @@ import json
 import os
 import platform
 import re
-import stat
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -48,6 +46,7 @@ if str(Path(__file__).resolve().parent) not in sys.path:  # the tests load this 
 from readme_tables import INT8_DOT_PRODUCT  # noqa: E402
 
 from edgecls.errors import EdgeclsError  # noqa: E402
+from edgecls.files import write_bytes_atomic  # noqa: E402
 
 # Dataset folder (under DATA_ROOT) of a model whose metadata names no dataset, by its name's prefix.
 DATASET_FOLDERS = {"ham10000": "ham10000", "all-blood": "blood"}
@@ -179,33 +178,22 @@ def plan(files: dict[str, Path], data_root: Path) -> list[dict]:
 
 # -- measuring ----------------------------------------------------------------------------------
 def split_metrics(probabilities, y_true, flags=None, members=None) -> dict:
-    """Accuracy, balanced accuracy, macro one-vs-rest AUC (over the classes the split has, as
-    `edgecls evaluate` averages them), ECE; the operating point's rates from the device's flags."""
+    """Accuracy, balanced accuracy, macro one-vs-rest AUC and ECE as `edgecls evaluate` computes
+    them (`edgecls.core.metrics.compute_metrics`); the operating point's rates from the device's
+    own flags, so the table shows the decision the device makes."""
     import numpy as np
-    from sklearn.metrics import accuracy_score, balanced_accuracy_score, roc_auc_score
 
-    from edgecls.core.clinical_metrics import expected_calibration_error
+    from edgecls.core.clinical_metrics import binary_rates
+    from edgecls.core.metrics import compute_metrics
 
-    probabilities = np.asarray(probabilities, np.float64)
     y_true = np.asarray(y_true)
-    y_pred = probabilities.argmax(axis=1)
-    aucs = [roc_auc_score(y_true == c, probabilities[:, c]) for c in range(probabilities.shape[1])
-            if 0 < (y_true == c).sum() < len(y_true)]  # fmt: skip
-    out = {
-        "images": int(len(y_true)),
-        "accuracy": float(accuracy_score(y_true, y_pred)),
-        "balanced_accuracy": float(balanced_accuracy_score(y_true, y_pred)),
-        "macro_auc": float(np.mean(aucs)) if aucs else None,
-        "ece": expected_calibration_error(probabilities, y_true, bins=10),
-    }
-    if flags is not None:
-        flagged, positive = np.asarray(flags, bool), np.isin(y_true, members)
-        out["operating_point"] = {
-            "positives": int(positive.sum()),
-            "negatives": int((~positive).sum()),
-            "sensitivity": float(flagged[positive].mean()) if positive.any() else None,
-            "specificity": float((~flagged[~positive]).mean()) if (~positive).any() else None,
-        }
+    probabilities = np.asarray(probabilities, np.float64)
+    metrics = compute_metrics(y_true, probabilities, [str(c) for c in range(probabilities.shape[1])])
+    out = {key: metrics[key] for key in ("images", "accuracy", "balanced_accuracy", "macro_auc")}
+    out["ece"] = metrics["calibration"]["ece"]
+    if flags is not None:  # the flags as 0/1 scores at threshold 1: flagged exactly where the device flagged
+        rates = binary_rates(np.asarray(flags, np.float64), np.isin(y_true, members), 1.0)
+        out["operating_point"] = {key: rates[key] for key in ("positives", "negatives", "sensitivity", "specificity")}
     return out
 
 
@@ -361,27 +349,6 @@ def update_page(text: str, table: str) -> str:
     return BLOCK.sub(lambda m: f"{m.group(1)}\n{table}\n\n{m.group(3)}", text)
 
 
-def write_whole(path: Path, text: str) -> None:
-    """Write `text` to a temporary file beside `path`, then rename it over: a reader (or a killed
-    run) sees the old file or the new one, never half of one."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    try:
-        mode = stat.S_IMODE(path.stat().st_mode)
-    except FileNotFoundError:
-        umask = os.umask(0)
-        os.umask(umask)
-        mode = 0o666 & ~umask
-    fd, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="") as file:
-            file.write(text)
-        os.chmod(temporary, mode)  # mkstemp's 0600 would otherwise replace the page's own mode
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("data_root", nargs="?", type=Path, default=DEFAULT_DATA_ROOT,
@@ -418,13 +385,13 @@ def main(argv: list[str] | None = None) -> int:
             planned = plan(model_files(args.models_dir, args.models), args.data_root)
             started = time.perf_counter()
             data = measure(planned, args.reference, args.warmup, args.rounds, log)
-            write_whole(args.output, json.dumps(data, indent=1) + "\n")
+            write_bytes_atomic(args.output, (json.dumps(data, indent=1) + "\n").encode("utf-8"))
             log(f"wrote {args.output} in {time.perf_counter() - started:.0f} s")
         table = markdown(data)
         if page is not None:
             updated = update_page(page, table)
             if updated != page:
-                write_whole(args.update, updated)
+                write_bytes_atomic(args.update, updated.encode("utf-8"))
     except (Refused, EdgeclsError) as exc:  # EdgeclsError: an unreadable image, a damaged model
         print(f"error: {exc}", file=sys.stderr)
         return 2

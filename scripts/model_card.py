@@ -80,14 +80,14 @@ def card(run: Path, name: str, dataset_key: str) -> str:
     int8 = {split: _load(run / "evaluate" / f"model_int8-{split}" / "metrics.json")[split] for split in ("val", "test")}
     tta = {split: _load(run / "evaluate" / f"model_int8-{split}-tta" / "metrics.json")[split] for split in ("val", "test")}
     # The shipped file is the conversion's one full-integer row: quantization-aware (qat) or post-training (ptq-int8).
-    qat = next(row for row in parity["rows"] if row["name"] in INT8_ROWS)
+    int8_row = next(row for row in parity["rows"] if row["name"] in INT8_ROWS)
     options = config.get("options", {})
     lines = [
         f"# Model card: `{name}`",
         "",
         f"int8 TFLite classifier of {info['title']}, trained and quantized by edgecls "
         f"(`{config.get('model', options.get('model'))}`, {config['image_size'][0]}x{config['image_size'][1]} RGB, "
-        f"{qat['size_bytes'] / 1024:.0f} KB, {INT8_ROWS[qat['name']]}).",
+        f"{int8_row['size_bytes'] / 1024:.0f} KB, {INT8_ROWS[int8_row['name']]}).",
         "",
         "## Intended use",
         "Research and education: a worked example of taking a medical image classifier to a phone or a "
@@ -115,14 +115,14 @@ def card(run: Path, name: str, dataset_key: str) -> str:
         )
     lines += [
         "",
-        f"Parity on the test split: int8 agrees with float on {_pct(qat['agreement'])} of images, mean KL "
-        f"{qat['mean_kl']:.4f}; {parity['verdict']}.",
+        f"Parity on the test split: int8 agrees with float on {_pct(int8_row['agreement'])} of images, mean KL "
+        f"{int8_row['mean_kl']:.4f}; {parity['verdict']}.",
         "",
         "Per class, int8, validation split:",
         "",
         *per_class_table(int8["val"]),
         "",
-        *clinical_section(name, qat, int8, tta),
+        *clinical_section(name, int8_row, int8, tta),
         "",
         "## Known limits",
         *[f"- {text}" for text in info["limits"]],
@@ -149,10 +149,10 @@ def pretrained_lines(weights: dict) -> list[str]:
     return [line + "; fine-tuned on this data (docs/transfer-learning.md)."]
 
 
-def clinical_section(name: str, qat: dict, int8: dict, tta: dict) -> list[str]:
+def clinical_section(name: str, int8_row: dict, int8: dict, tta: dict) -> list[str]:
     """Calibration, the malignant-vs-benign operating point, abstention and flip-averaging, all
     from the int8 file as the device runs it (its temperature and threshold applied)."""
-    calibration = qat.get("calibration") or {}
+    calibration = int8_row.get("calibration") or {}
     test = int8["test"]
     lines = [
         "## Probabilities you can act on (int8 file, test split unless said)",

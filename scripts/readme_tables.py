@@ -1,18 +1,15 @@
 """Print the documentation's tables from files that commands in this repo wrote; nothing typed by hand.
 
-    python scripts/readme_tables.py results runs/ham10000 runs/all-blood
     python scripts/readme_tables.py speed out/benchmarks.json
     python scripts/readme_tables.py speed-page docs/guides/speed.md
 
-`results` reads each run folder that scripts/build_builtin_models.sh made: metrics.json (float
-Keras), convert/parity.json (float vs int8 through LiteRT) and evaluate/model_int8-val/metrics.json
-(`edgecls evaluate` of the int8 file). `speed` reads the pytest-benchmark JSON that the test
-command writes, and names the machine it was taken on and the int8 dot-product instructions its
-CPU has. `speed-page` rewrites, in place, every block of the page that lies between
+`speed` reads the pytest-benchmark JSON that the test command writes, and names the machine it
+was taken on and the int8 dot-product instructions its CPU has. `speed-page` rewrites, in place, every block of the page that lies between
 `<!-- speed-tables: docs/benchmarks-NAME.json -->` and `<!-- /speed-tables -->` with `speed` of
 the JSON the marker names (paths relative to the repository root), and adds a section for each
 docs/benchmarks-*.json that has none yet; tests/test_readme.py checks that each block is exactly
-that, and that every kept JSON has one.
+that, and that every kept JSON has one. (The built-in models' table is
+scripts/builtin_models_table.py's.)
 """
 
 from __future__ import annotations
@@ -23,7 +20,6 @@ import re
 import sys
 from pathlib import Path
 
-REBUILD = "bash scripts/build_builtin_models.sh"
 ROOT = Path(__file__).resolve().parents[1]
 NEW_MACHINES = "<!-- speed-tables: new machines above -->"
 SPEED_BLOCK = re.compile(r"(<!-- speed-tables: (\S+) -->\n)(.*?)(<!-- /speed-tables -->)", re.DOTALL)
@@ -39,63 +35,8 @@ def _load(path: Path) -> dict:
     return json.loads(path.read_text(encoding="utf-8"))
 
 
-def _pct(value) -> str:
-    return "-" if value is None else f"{100 * value:.1f}"
-
-
 def _num(value, digits: int = 3) -> str:
     return "-" if value is None else f"{value:.{digits}f}"
-
-
-def results(run_dirs: list[Path]) -> str:
-    lines = [
-        "| model | split (images) | float accuracy | int8 accuracy | int8 balanced acc. | int8 macro AUC "
-        "| int8 agrees with float | int8 file | int8 latency (1 image) |",
-        "|---|---|---|---|---|---|---|---|---|",
-    ]
-    for run in run_dirs:
-        name = run.name
-        float_metrics = _load(run / "metrics.json")
-        parity = _load(run / "convert" / "parity.json")
-        rows = {row["name"]: row for row in parity["rows"]}
-        int8_row = rows["qat"] if "qat" in rows else rows["ptq-int8"]
-        int8_val = _load(run / "evaluate" / "model_int8-val" / "metrics.json")["val"]
-        f_val, f_test = float_metrics["val"], float_metrics["test"]
-        lines.append(
-            f"| `{name}` | val ({int8_val['images']}) | {_pct(f_val['accuracy'])} | {_pct(int8_val['accuracy'])} | "
-            f"{_pct(int8_val['balanced_accuracy'])} | {_num(int8_val['macro_auc'])} | - | "
-            f"{int8_row['size_bytes'] / 1024:.0f} KB | {_num(int8_row['latency_ms'], 2)} ms |"
-        )
-        lines.append(
-            f"| `{name}` | test ({parity['test_images']}) | {_pct(f_test['accuracy'])} | {_pct(int8_row['accuracy'])} | "
-            f"{_pct(int8_row['balanced_accuracy'])} | {_num(int8_row['macro_auc'])} | {_pct(int8_row['agreement'])} | "
-            f"{int8_row['size_bytes'] / 1024:.0f} KB | {_num(int8_row['latency_ms'], 2)} ms |"
-        )
-    lines += ["", "Accuracies in %. Reproduce every row: `" + REBUILD + "`.", ""]
-    lines += clinical(run_dirs)
-    return "\n".join(lines)
-
-
-def clinical(run_dirs: list[Path]) -> list[str]:
-    """The int8 files as the device runs them (temperature and threshold from their metadata):
-    calibration error, the malignant group at the shipped threshold, and flip-averaging."""
-    lines = [
-        "| model | split | temperature | ECE | malignant threshold | malignant sensitivity | specificity "
-        "| accuracy with `--tta` | balanced acc. with `--tta` |",
-        "|---|---|---|---|---|---|---|---|---|",
-    ]
-    for run in run_dirs:
-        qat = next(row for row in _load(run / "convert" / "parity.json")["rows"] if row["name"] in ("qat", "ptq-int8"))
-        for split in ("val", "test"):
-            m = _load(run / "evaluate" / f"model_int8-{split}" / "metrics.json")[split]
-            tta = _load(run / "evaluate" / f"model_int8-{split}-tta" / "metrics.json")[split]
-            group = (m.get("groups") or {}).get("malignant", {})
-            lines.append(
-                f"| `{run.name}` | {split} | {_num(qat['calibration'].get('temperature'))} | {_num(m['calibration']['ece'])} | "
-                f"{_num(group.get('threshold'))} | {_pct(group.get('sensitivity'))} | {_pct(group.get('specificity'))} | "
-                f"{_pct(tta['accuracy'])} | {_pct(tta['balanced_accuracy'])} |"
-            )
-    return lines
 
 
 def _figures(bench_json: dict) -> dict[str, dict]:
@@ -281,12 +222,10 @@ def speed_page(text: str, kept: list[Path] | None = None, root: Path = ROOT) -> 
 
 
 def main(argv: list[str]) -> int:
-    if len(argv) < 2 or argv[0] not in ("results", "speed", "speed-page"):
+    if len(argv) < 2 or argv[0] not in ("speed", "speed-page"):
         print(__doc__, file=sys.stderr)
         return 2
-    if argv[0] == "results":
-        print(results([Path(p) for p in argv[1:]]))
-    elif argv[0] == "speed":
+    if argv[0] == "speed":
         print(speed(Path(argv[1])))
     else:
         page = Path(argv[1])
